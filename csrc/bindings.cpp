@@ -1,0 +1,242 @@
+// The only pybind11 file. Validates every argument and turns bad input into a
+// Python ValueError (std::invalid_argument) before any kernel runs; kernels
+// run with the GIL released.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "cpu_features.h"
+#include "ops.h"
+#include "quant_types.h"
+#include "thread_pool.h"
+
+namespace py = pybind11;
+using namespace lutlm;
+
+namespace {
+
+[[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
+
+std::string shape_str(const py::array& a) {
+  std::string s = "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+  return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+template <typename T>
+py::array_t<T> require(const py::object& obj, const char* name, const char* dtype,
+                       std::vector<py::ssize_t> shape) {
+  if (!py::isinstance<py::array>(obj)) fail(std::string(name) + " must be a numpy array");
+  py::array a = obj.cast<py::array>();
+  if (!a.dtype().is(py::dtype::of<T>()))
+    fail(std::string(name) + " must have dtype " + dtype + ", got " +
+         std::string(py::str(a.dtype())));
+  bool ok = a.ndim() == (py::ssize_t)shape.size();
+  for (size_t i = 0; ok && i < shape.size(); ++i) ok = shape[i] < 0 || a.shape(i) == shape[i];
+  if (!ok) {
+    std::string want = "(";
+    for (size_t i = 0; i < shape.size(); ++i)
+      want += (i ? ", " : "") + (shape[i] < 0 ? std::string("*") : std::to_string(shape[i]));
+    fail(std::string(name) + " has shape " + shape_str(a) + ", expected " + want +
+         (shape.size() == 1 ? ",)" : ")"));
+  }
+  if (!(a.flags() & py::array::c_style)) fail(std::string(name) + " must be C-contiguous");
+  return a.cast<py::array_t<T>>();
+}
+
+Method parse_method(const std::string& m) {
+  if (m == "auto") return Method::kAuto;
+  if (m == "lut") return Method::kLut;
+  if (m == "mad") return Method::kMad;
+  fail("method must be 'auto', 'lut' or 'mad', got '" + m + "'");
+}
+
+const char* method_name(Method m) { return m == Method::kLut ? "lut" : "mad"; }
+
+void check_dims(int64_t N, int64_t K) {
+  if (N < 1 || K < 1)
+    fail("weight matrix must be non-empty, got N=" + std::to_string(N) + ", K=" + std::to_string(K));
+  if (N > (int64_t)1 << 30 || K > (int64_t)1 << 30) fail("weight matrix dimensions above 2^30");
+}
+
+void check_group_size(int gs) {
+  if (gs != 32 && gs != 64 && gs != 128)
+    fail("group_size must be 32, 64 or 128, got " + std::to_string(gs));
+}
+
+int64_t ternary_kp(int64_t K) { return round_up(K, kKAlign); }
+int64_t int4_kp(int64_t K, int gs) { return round_up(K, std::max(kKAlign, gs)); }
+int64_t num_tiles(int64_t N) { return (N + kTileRows - 1) / kTileRows; }
+
+py::array_t<float> activations(const py::object& obj, int64_t K) {
+  py::array a = py::array::ensure(obj);
+  if (!a) fail("x must be array-like");
+  if (a.ndim() != 2) fail("x must be 2-D [M, K], got shape " + shape_str(a));
+  if (a.shape(1) != K)
+    fail("x has K=" + std::to_string(a.shape(1)) + " but the weight has K=" + std::to_string(K));
+  return py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(a);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, mod) {
+  mod.doc() = "lutlm native kernels: ternary and INT4 LUT/int8 GEMM on the CPU";
+  mod.attr("TILE_ROWS") = kTileRows;
+  mod.attr("K_ALIGN") = kKAlign;
+
+  mod.def("cpu_info", [] {
+    const CpuInfo& c = cpu_info();
+    py::dict d;
+    d["arch"] = c.arch;
+    d["model"] = c.model;
+    d["features"] = c.features;
+    d["physical_cores"] = c.physical_cores;
+    d["logical_cpus"] = c.logical_cpus;
+    d["isa"] = std::string(active_kernels().name);
+    d["available_isas"] = available_isas();
+    d["num_threads"] = ThreadPool::instance().num_threads();
+    d["lut_max_m"] = py::dict(py::arg("ternary") = lut_max_m(false), py::arg("int4") = lut_max_m(true));
+    return d;
+  }, "Detected CPU, kernel ISA in use, thread count and LUT/MAD crossover.");
+
+  mod.def("set_isa", &set_isa, py::arg("name"),
+          "Select the kernel ISA: 'auto' or one of cpu_info()['available_isas'].");
+  mod.def("get_isa", [] { return std::string(active_kernels().name); });
+  mod.def("set_num_threads", [](int n) {
+    if (n < 1) fail("num_threads must be >= 1, got " + std::to_string(n));
+    ThreadPool::instance().set_num_threads(n);
+  }, py::arg("n"));
+  mod.def("get_num_threads", [] { return ThreadPool::instance().num_threads(); });
+  mod.def("resolve_method", [](const std::string& method, int64_t M, bool int4) {
+    return std::string(method_name(resolve_method(parse_method(method), M, int4)));
+  }, py::arg("method"), py::arg("M"), py::arg("int4"));
+
+  mod.def("pack_ternary", [](const py::object& w_obj) {
+    py::array_t<int8_t> w = require<int8_t>(w_obj, "w", "int8", {-1, -1});
+    const int64_t N = w.shape(0), K = w.shape(1);
+    check_dims(N, K);
+    const int64_t Kp = ternary_kp(K);
+    py::array_t<uint8_t> codes({num_tiles(N), Kp / kTernaryStepK, (int64_t)kStepBytes});
+    bool ok;
+    {
+      py::gil_scoped_release nogil;
+      ok = pack_ternary(w.data(), N, K, Kp, codes.mutable_data());
+    }
+    if (!ok) fail("ternary weights must be -1, 0 or +1");
+    return codes;
+  }, py::arg("w"), "Pack int8 ternary weights [N, K] into the kernel layout.");
+
+  mod.def("pack_int4", [](const py::object& q_obj, int group_size) {
+    check_group_size(group_size);
+    py::array_t<uint8_t> q = require<uint8_t>(q_obj, "q", "uint8", {-1, -1});
+    const int64_t N = q.shape(0), K = q.shape(1);
+    check_dims(N, K);
+    const int64_t Kp = int4_kp(K, group_size);
+    py::array_t<uint8_t> codes({num_tiles(N), Kp / kInt4StepK, (int64_t)kStepBytes});
+    bool ok;
+    {
+      py::gil_scoped_release nogil;
+      ok = pack_int4(q.data(), N, K, Kp, codes.mutable_data());
+    }
+    if (!ok) fail("INT4 codes must be in 0..15");
+    return codes;
+  }, py::arg("q"), py::arg("group_size"), "Pack INT4 codes [N, K] (0..15) into bit planes.");
+
+  mod.def("pack_group_scales", [](const py::object& s_obj, int64_t K, int group_size) {
+    check_group_size(group_size);
+    py::array_t<uint16_t> s = require<uint16_t>(s_obj, "scales", "uint16 (fp16 bits)", {-1, -1});
+    const int64_t N = s.shape(0), G = int4_kp(K, group_size) / group_size;
+    if (s.shape(1) != G)
+      fail("scales have " + std::to_string(s.shape(1)) + " groups per row, expected " +
+           std::to_string(G) + " for K=" + std::to_string(K) + ", group_size=" +
+           std::to_string(group_size));
+    py::array_t<uint16_t> out({num_tiles(N), G, (int64_t)kTileRows});
+    pack_group_scales(s.data(), N, G, out.mutable_data());
+    return out;
+  }, py::arg("scales"), py::arg("K"), py::arg("group_size"));
+
+  mod.def("unpack_ternary", [](const py::object& c_obj, int64_t N, int64_t K) {
+    check_dims(N, K);
+    const int64_t Kp = ternary_kp(K), steps = Kp / kTernaryStepK;
+    py::array_t<uint8_t> codes =
+        require<uint8_t>(c_obj, "codes", "uint8", {num_tiles(N), steps, kStepBytes});
+    py::array_t<int8_t> w({N, K});
+    std::vector<int8_t> tile((size_t)kTileRows * Kp);
+    for (int64_t t = 0; t < num_tiles(N); ++t) {
+      decode_ternary_tile(codes.data() + t * steps * kStepBytes, (int)steps, tile.data(), (int)Kp);
+      for (int r = 0; r < kTileRows && t * kTileRows + r < N; ++r)
+        std::copy_n(tile.data() + r * Kp, K, w.mutable_data() + (t * kTileRows + r) * K);
+    }
+    return w;
+  }, py::arg("codes"), py::arg("N"), py::arg("K"));
+
+  mod.def("unpack_int4", [](const py::object& c_obj, int64_t N, int64_t K, int group_size) {
+    check_dims(N, K);
+    check_group_size(group_size);
+    const int64_t Kp = int4_kp(K, group_size), steps = Kp / kInt4StepK;
+    py::array_t<uint8_t> codes =
+        require<uint8_t>(c_obj, "codes", "uint8", {num_tiles(N), steps, kStepBytes});
+    py::array_t<uint8_t> q({N, K});
+    std::vector<uint8_t> tile((size_t)kTileRows * Kp);
+    for (int64_t t = 0; t < num_tiles(N); ++t) {
+      decode_int4_tile(codes.data() + t * steps * kStepBytes, (int)steps, tile.data(), (int)Kp);
+      for (int r = 0; r < kTileRows && t * kTileRows + r < N; ++r)
+        std::copy_n(tile.data() + r * Kp, K, q.mutable_data() + (t * kTileRows + r) * K);
+    }
+    return q;
+  }, py::arg("codes"), py::arg("N"), py::arg("K"), py::arg("group_size"));
+
+  mod.def("gemm_ternary", [](const py::object& x_obj, const py::object& c_obj,
+                             const py::object& s_obj, int64_t N, int64_t K,
+                             const std::string& method) {
+    check_dims(N, K);
+    const Method meth = parse_method(method);
+    const int64_t Kp = ternary_kp(K);
+    py::array_t<float> x = activations(x_obj, K);
+    auto codes = require<uint8_t>(c_obj, "codes", "uint8", {num_tiles(N), Kp / kTernaryStepK, kStepBytes});
+    auto scales = require<float>(s_obj, "scales", "float32", {N});
+    const int64_t M = x.shape(0);
+    py::array_t<float> y({M, N});
+    TernaryWeights w{codes.data(), scales.data(), N, K, Kp};
+    {
+      py::gil_scoped_release nogil;
+      gemm_ternary(x.data(), M, w, meth, y.mutable_data());
+    }
+    return y;
+  }, py::arg("x"), py::arg("codes"), py::arg("scales"), py::arg("N"), py::arg("K"),
+     py::arg("method") = "auto", "y[M, N] = x[M, K] . W^T for packed ternary W.");
+
+  mod.def("gemm_int4", [](const py::object& x_obj, const py::object& c_obj,
+                          const py::object& d_obj, const py::object& m_obj, int64_t N, int64_t K,
+                          int group_size, const std::string& method) {
+    check_dims(N, K);
+    check_group_size(group_size);
+    const Method meth = parse_method(method);
+    const int64_t Kp = int4_kp(K, group_size), G = Kp / group_size, NT = num_tiles(N);
+    py::array_t<float> x = activations(x_obj, K);
+    auto codes = require<uint8_t>(c_obj, "codes", "uint8", {NT, Kp / kInt4StepK, kStepBytes});
+    auto d = require<uint16_t>(d_obj, "d", "uint16 (fp16 bits)", {NT, G, kTileRows});
+    py::array_t<uint16_t> m;
+    if (!m_obj.is_none()) m = require<uint16_t>(m_obj, "m", "uint16 (fp16 bits)", {NT, G, kTileRows});
+    const int64_t M = x.shape(0);
+    py::array_t<float> y({M, N});
+    Int4Weights w{codes.data(), d.data(), m_obj.is_none() ? nullptr : m.data(), N, K, Kp, group_size};
+    {
+      py::gil_scoped_release nogil;
+      gemm_int4(x.data(), M, w, meth, y.mutable_data());
+    }
+    return y;
+  }, py::arg("x"), py::arg("codes"), py::arg("d"), py::arg("m"), py::arg("N"), py::arg("K"),
+     py::arg("group_size"), py::arg("method") = "auto",
+     "y[M, N] = x[M, K] . W^T for packed INT4 W (w = d*q + m, or d*(q-8) when m is None).");
+
+  mod.def("read_bandwidth", [](int64_t bytes, int reps) {
+    if (bytes < (1 << 20)) fail("bytes must be at least 1 MiB");
+    if (reps < 1) fail("reps must be >= 1");
+    py::gil_scoped_release nogil;
+    return read_bandwidth_gbps(bytes, reps);
+  }, py::arg("bytes"), py::arg("reps") = 3, "Read bandwidth in GB/s over `bytes` with all threads.");
+}

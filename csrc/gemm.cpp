@@ -1,0 +1,316 @@
+// GEMM drivers: activation preprocessing (int8 quantization or lookup tables),
+// tiling over output rows, the thread pool, and dispatch between the lookup-table
+// (LUT) and int8 dot-product (MAD) methods.
+//
+// Error model (tested in tests/test_gemm.py, documented in docs/ARCHITECTURE.md):
+//  * MAD quantizes each activation row to int8 with scale s = max|x| / 127, so
+//    |x - s*x8| <= s/2 per element, and then computes W . (s*x8) exactly in integers
+//    up to the final fp32 scaling.
+//  * LUT quantizes each table (sums of 2 or 4 activations) with scale
+//    t = max|entry| / 127: each lookup is off by at most t/2.
+//  * A row of x that holds NaN or Inf gives a row of NaN in y.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "cpu_features.h"
+#include "ops.h"
+#include "quant_types.h"
+#include "thread_pool.h"
+
+namespace lutlm {
+
+namespace {
+
+// K is processed in blocks this long by the MAD kernels, so a decoded tile
+// (16 x 512 bytes) and the activation block stay in L1/L2.
+constexpr int kMadKBlock = 512;
+// A task's slice of packed weights should stay in L2 while all M rows pass over it.
+constexpr int64_t kTaskBytes = 256 * 1024;
+
+// Measured crossovers (bench/gemm.py, bench/RESULTS.md): above these M the MAD
+// kernels win, because their per-weight decode is paid once per K-block for all rows
+// while the LUT kernels pay per row.
+constexpr int kTernaryLutMaxM = 4;
+constexpr int kInt4LutMaxM = 2;
+
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+inline int8_t round_i8(float v) {
+  const float r = std::nearbyint(v);
+  return (int8_t)std::max(-127.0f, std::min(127.0f, r));
+}
+
+// Per-row int8 quantization of x[M, K] into x8[M, Kp] (zero padded).
+struct QuantizedRows {
+  std::vector<int8_t> x8;
+  std::vector<float> scale;
+  std::vector<uint8_t> bad;
+};
+
+void quantize_row(const float* x, int64_t K, int64_t Kp, int8_t* x8, float* scale, uint8_t* bad) {
+  float amax = 0.0f;
+  for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(x[k]));
+  std::fill(x8, x8 + Kp, 0);
+  if (!std::isfinite(amax) || std::isnan(amax)) {
+    *bad = 1;
+    *scale = 0.0f;
+    return;
+  }
+  // NaN compares false in max(), so check the row itself as well.
+  for (int64_t k = 0; k < K; ++k)
+    if (std::isnan(x[k])) {
+      *bad = 1;
+      *scale = 0.0f;
+      return;
+    }
+  *bad = 0;
+  *scale = amax / 127.0f;
+  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+  for (int64_t k = 0; k < K; ++k) x8[k] = round_i8(x[k] * inv);
+}
+
+bool row_is_finite(const float* x, int64_t K) {
+  for (int64_t k = 0; k < K; ++k)
+    if (!std::isfinite(x[k])) return false;
+  return true;
+}
+
+// Ternary tables for one activation row; see quant_types.h for the layout.
+void ternary_tables_row(const float* x, int64_t K, int64_t Kp, int8_t* tab, float* tscale,
+                        uint8_t* bad) {
+  const int64_t steps = Kp / kTernaryStepK;
+  std::fill(tab, tab + steps * kTernaryTableBytes, 0);
+  *tscale = 0.0f;
+  if (!row_is_finite(x, K)) {
+    *bad = 1;
+    return;
+  }
+  *bad = 0;
+  auto at = [&](int64_t k) { return k < K ? x[k] : 0.0f; };
+  float amax = 0.0f;
+  for (int64_t k = 0; k < K; k += 2) amax = std::max(amax, std::fabs(at(k)) + std::fabs(at(k + 1)));
+  if (amax == 0.0f) return;
+  *tscale = amax / 127.0f;
+  const float inv = 127.0f / amax;
+  for (int64_t s = 0; s < steps; ++s)
+    for (int j = 0; j < 4; ++j) {
+      const int64_t k = s * kTernaryStepK + 2 * j;
+      const float x0 = at(k), x1 = at(k + 1);
+      int8_t* t = tab + s * kTernaryTableBytes + 16 * j;
+      for (int c = 0; c < 9; ++c) {
+        const float v = (float)(c / 3 - 1) * x0 + (float)(c % 3 - 1) * x1;
+        t[c] = round_i8(v * inv);
+      }
+    }
+}
+
+// INT4 tables (subset sums of 4 activations) for one row, with one table scale per
+// weight group: the kernel converts to float once per group anyway, and a scale per
+// group instead of per row keeps one large activation from coarsening every table.
+void int4_tables_row(const float* x, int64_t K, int64_t Kp, int group_size, int8_t* tab,
+                     float* tscale, float* xsum, uint8_t* bad) {
+  const int64_t steps = Kp / kInt4StepK, G = Kp / group_size;
+  const int64_t group_steps = group_size / kInt4StepK;
+  std::fill(tab, tab + steps * kInt4TableBytes, 0);
+  std::fill(xsum, xsum + G, 0.0f);
+  std::fill(tscale, tscale + G, 0.0f);
+  if (!row_is_finite(x, K)) {
+    *bad = 1;
+    return;
+  }
+  *bad = 0;
+  auto at = [&](int64_t k) { return k < K ? x[k] : 0.0f; };
+  for (int64_t g = 0; g < G; ++g) {
+    double sum = 0.0;
+    for (int64_t k = g * group_size; k < std::min<int64_t>(K, (g + 1) * group_size); ++k) sum += x[k];
+    xsum[g] = (float)sum;
+    // The largest |subset sum| of a quad is the sum of its positive or its negative part.
+    float amax = 0.0f;
+    for (int64_t s = g * group_steps; s < (g + 1) * group_steps; ++s) {
+      float pos = 0.0f, neg = 0.0f;
+      for (int i = 0; i < 4; ++i) {
+        const float v = at(s * kInt4StepK + i);
+        (v > 0 ? pos : neg) += v;
+      }
+      amax = std::max(amax, std::max(pos, -neg));
+    }
+    if (amax == 0.0f) continue;
+    tscale[g] = amax / 127.0f;
+    const float inv = 127.0f / amax;
+    for (int64_t s = g * group_steps; s < (g + 1) * group_steps; ++s) {
+      float sums[16];
+      sums[0] = 0.0f;
+      for (int idx = 1; idx < 16; ++idx) {
+        const int hb = 31 - __builtin_clz(idx);
+        sums[idx] = sums[idx & ~(1 << hb)] + at(s * kInt4StepK + hb);
+      }
+      int8_t* t = tab + s * kInt4TableBytes;
+      for (int idx = 0; idx < 16; ++idx) t[idx] = round_i8(sums[idx] * inv);
+    }
+  }
+}
+
+// Split NT tiles into tasks of about kTaskBytes of packed weights, with at least a
+// few tasks per thread for balance.
+int64_t tiles_per_task(int64_t NT, int64_t tile_bytes) {
+  const int64_t threads = ThreadPool::instance().num_threads();
+  int64_t by_cache = std::max<int64_t>(1, kTaskBytes / std::max<int64_t>(1, tile_bytes));
+  int64_t by_balance = std::max<int64_t>(1, NT / (4 * threads));
+  return std::max<int64_t>(1, std::min(by_cache, by_balance));
+}
+
+template <typename F>
+void for_each_row(int64_t M, F&& f) {
+  ThreadPool::instance().parallel_for((int)M, [&](int m) { f((int64_t)m); });
+}
+
+}  // namespace
+
+int lut_max_m(bool int4) { return int4 ? kInt4LutMaxM : kTernaryLutMaxM; }
+
+Method resolve_method(Method m, int64_t M, bool int4) {
+  if (m != Method::kAuto) return m;
+  return M <= lut_max_m(int4) ? Method::kLut : Method::kMad;
+}
+
+void gemm_ternary(const float* x, int64_t M, const TernaryWeights& w, Method method, float* y) {
+  if (M == 0) return;
+  const IsaKernels& kern = active_kernels();
+  const int64_t N = w.N, K = w.K, Kp = w.Kp;
+  const int64_t NT = (N + kTileRows - 1) / kTileRows, steps = Kp / kTernaryStepK;
+  const int64_t tile_bytes = steps * kStepBytes;
+  const int64_t per_task = tiles_per_task(NT, tile_bytes);
+  const int num_tasks = (int)((NT + per_task - 1) / per_task);
+  std::vector<float> rscale(M);
+  std::vector<uint8_t> bad(M);
+
+  auto store = [&](int64_t m, int64_t t, const int32_t acc[16]) {
+    for (int r = 0; r < kTileRows; ++r) {
+      const int64_t n = t * kTileRows + r;
+      if (n < N) y[m * N + n] = bad[m] ? kNaN : (float)acc[r] * rscale[m] * w.scales[n];
+    }
+  };
+
+  if (resolve_method(method, M, false) == Method::kLut) {
+    std::vector<int8_t> tables(M * steps * kTernaryTableBytes);
+    for_each_row(M, [&](int64_t m) {
+      ternary_tables_row(x + m * K, K, Kp, tables.data() + m * steps * kTernaryTableBytes,
+                         &rscale[m], &bad[m]);
+    });
+    ThreadPool::instance().parallel_for(num_tasks, [&](int task) {
+      const int64_t t0 = task * per_task, t1 = std::min(NT, t0 + per_task);
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t t = t0; t < t1; ++t) {
+          int32_t acc[16] = {0};
+          kern.lut_ternary_tile(w.codes + t * tile_bytes,
+                                tables.data() + m * steps * kTernaryTableBytes, (int)steps, acc);
+          store(m, t, acc);
+        }
+    });
+    return;
+  }
+
+  std::vector<int8_t> x8(M * Kp);
+  for_each_row(M, [&](int64_t m) {
+    quantize_row(x + m * K, K, Kp, x8.data() + m * Kp, &rscale[m], &bad[m]);
+  });
+  ThreadPool::instance().parallel_for(num_tasks, [&](int task) {
+    const int64_t t0 = task * per_task, t1 = std::min(NT, t0 + per_task);
+    std::vector<int8_t> w8((size_t)kTileRows * kMadKBlock);
+    std::vector<int32_t> acc(M * kTileRows);
+    for (int64_t t = t0; t < t1; ++t) {
+      std::fill(acc.begin(), acc.end(), 0);
+      for (int64_t kb = 0; kb < Kp; kb += kMadKBlock) {
+        const int klen = (int)std::min<int64_t>(kMadKBlock, Kp - kb);
+        decode_ternary_tile(w.codes + t * tile_bytes + (kb / kTernaryStepK) * kStepBytes,
+                            klen / kTernaryStepK, w8.data(), kMadKBlock);
+        for (int64_t m = 0; m < M; ++m)
+          kern.mad_ternary_rows(x8.data() + m * Kp + kb, w8.data(), kMadKBlock, klen,
+                                acc.data() + m * kTileRows);
+      }
+      for (int64_t m = 0; m < M; ++m) store(m, t, acc.data() + m * kTileRows);
+    }
+  });
+}
+
+void gemm_int4(const float* x, int64_t M, const Int4Weights& w, Method method, float* y) {
+  if (M == 0) return;
+  const IsaKernels& kern = active_kernels();
+  const int64_t N = w.N, K = w.K, Kp = w.Kp, gs = w.group_size;
+  const int64_t NT = (N + kTileRows - 1) / kTileRows, steps = Kp / kInt4StepK, G = Kp / gs;
+  const int64_t tile_bytes = steps * kStepBytes;
+  const int64_t per_task = tiles_per_task(NT, tile_bytes);
+  const int num_tasks = (int)((NT + per_task - 1) / per_task);
+  std::vector<float> rscale(M);
+  std::vector<uint8_t> bad(M);
+
+  auto store = [&](int64_t m, int64_t t, const float y16[16]) {
+    for (int r = 0; r < kTileRows; ++r) {
+      const int64_t n = t * kTileRows + r;
+      if (n < N) y[m * N + n] = bad[m] ? kNaN : y16[r];
+    }
+  };
+  auto tile_args = [&](int64_t t, int64_t g0, int groups) {
+    Int4TileArgs a;
+    a.codes = w.codes + t * tile_bytes + g0 * (gs / kInt4StepK) * kStepBytes;
+    a.d = w.d + (t * G + g0) * kTileRows;
+    a.m = w.m ? w.m + (t * G + g0) * kTileRows : nullptr;
+    a.groups = groups;
+    a.group_steps = (int)(gs / kInt4StepK);
+    return a;
+  };
+
+  if (resolve_method(method, M, true) == Method::kLut) {
+    std::vector<int8_t> tables(M * steps * kInt4TableBytes);
+    std::vector<float> xsum(M * G), tscale(M * G);
+    for_each_row(M, [&](int64_t m) {
+      int4_tables_row(x + m * K, K, Kp, (int)gs, tables.data() + m * steps * kInt4TableBytes,
+                      tscale.data() + m * G, xsum.data() + m * G, &bad[m]);
+    });
+    ThreadPool::instance().parallel_for(num_tasks, [&](int task) {
+      const int64_t t0 = task * per_task, t1 = std::min(NT, t0 + per_task);
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t t = t0; t < t1; ++t) {
+          float y16[16] = {0};
+          kern.lut_int4_tile(tile_args(t, 0, (int)G), tables.data() + m * steps * kInt4TableBytes,
+                             tscale.data() + m * G, xsum.data() + m * G, y16);
+          store(m, t, y16);
+        }
+    });
+    return;
+  }
+
+  std::vector<int8_t> x8(M * Kp);
+  std::vector<int32_t> xsum8(M * G);
+  for_each_row(M, [&](int64_t m) {
+    int8_t* row = x8.data() + m * Kp;
+    quantize_row(x + m * K, K, Kp, row, &rscale[m], &bad[m]);
+    for (int64_t g = 0; g < G; ++g) {
+      int32_t s = 0;
+      for (int64_t k = g * gs; k < (g + 1) * gs; ++k) s += row[k];
+      xsum8[m * G + g] = s;
+    }
+  });
+  ThreadPool::instance().parallel_for(num_tasks, [&](int task) {
+    const int64_t t0 = task * per_task, t1 = std::min(NT, t0 + per_task);
+    std::vector<uint8_t> w8((size_t)kTileRows * kMadKBlock);
+    std::vector<float> acc(M * kTileRows);
+    for (int64_t t = t0; t < t1; ++t) {
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t kb = 0; kb < Kp; kb += kMadKBlock) {
+        const int klen = (int)std::min<int64_t>(kMadKBlock, Kp - kb);
+        const Int4TileArgs a = tile_args(t, kb / gs, (int)(klen / gs));
+        decode_int4_tile(a.codes, klen / kInt4StepK, w8.data(), kMadKBlock);
+        for (int64_t m = 0; m < M; ++m)
+          kern.mad_int4_rows(x8.data() + m * Kp + kb, rscale[m], xsum8.data() + m * G + kb / gs,
+                             w8.data(), kMadKBlock, a.d, a.m, a.groups, (int)gs,
+                             acc.data() + m * kTileRows);
+      }
+      for (int64_t m = 0; m < M; ++m) store(m, t, acc.data() + m * kTileRows);
+    }
+  });
+}
+
+}  // namespace lutlm

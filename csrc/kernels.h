@@ -1,0 +1,69 @@
+// Per-ISA inner kernels. Each ISA file fills one IsaKernels table; the drivers in
+// gemm.cpp pick a table at run time (cpu_features.cpp) and never branch on ISA.
+#pragma once
+#include <cstdint>
+
+namespace lutlm {
+
+struct Int4TileArgs {
+  const uint8_t* codes;   // tile codes, kStepBytes per step
+  const uint16_t* d;      // [groups][16] fp16 scales of this tile
+  const uint16_t* m;      // [groups][16] fp16 minimums, or nullptr (symmetric: m = -8d)
+  int groups;
+  int group_steps;        // group_size / kInt4StepK
+};
+
+struct IsaKernels {
+  const char* name;
+  // Ternary LUT: acc[r] += sum over steps of table lookups (exact in int32).
+  void (*lut_ternary_tile)(const uint8_t* codes, const int8_t* tables, int steps,
+                           int32_t acc[16]);
+  // INT4 LUT: y[r] += sum_g d[g][r] * tscale[g] * L[g][r] + m[g][r] * xsum[g],
+  // where L is the plane-weighted table sum over group g.
+  void (*lut_int4_tile)(const Int4TileArgs& w, const int8_t* tables, const float* tscale,
+                        const float* xsum, float y[16]);
+  // Ternary int8 dot for 16 rows: acc[r] += sum_k x8[k] * w8[r*ldw + k], with
+  // w8 in {-1,0,1} and k_len a multiple of kKAlign.
+  void (*mad_ternary_rows)(const int8_t* x8, const int8_t* w8, int ldw, int k_len,
+                           int32_t acc[16]);
+  // INT4 int8 dot: y[r] += sum_g xs * (d * sum_{k in g} x8*q + m * xsum8[g]) for
+  // 16 rows whose codes q (0..15) were decoded to w8 [16][k_len] (row stride ldw).
+  void (*mad_int4_rows)(const int8_t* x8, float xs, const int32_t* xsum8,
+                        const uint8_t* w8, int ldw, const uint16_t* d, const uint16_t* m,
+                        int groups, int group_size, float y[16]);
+};
+
+extern const IsaKernels kScalarKernels;
+#if defined(LUTLM_HAVE_AVX2)
+extern const IsaKernels kAvx2Kernels;
+#endif
+#if defined(LUTLM_HAVE_NEON)
+extern const IsaKernels kNeonKernels;
+#endif
+
+// IEEE half -> float, exact (no F16C needed).
+inline float fp16_to_fp32(uint16_t h) {
+  const uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+  uint32_t exp = (h >> 10) & 0x1f;
+  uint32_t man = h & 0x3ff;
+  uint32_t bits;
+  if (exp == 0) {
+    if (man == 0) {
+      bits = sign;
+    } else {  // subnormal: renormalize
+      exp = 127 - 15 + 1;
+      while ((man & 0x400) == 0) { man <<= 1; exp--; }
+      man &= 0x3ff;
+      bits = sign | (exp << 23) | (man << 13);
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000u | (man << 13);
+  } else {
+    bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+  }
+  float f;
+  __builtin_memcpy(&f, &bits, 4);
+  return f;
+}
+
+}  // namespace lutlm

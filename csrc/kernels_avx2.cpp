@@ -1,0 +1,175 @@
+// AVX2 + FMA + F16C kernels. This file alone is compiled with -mavx2 -mfma -mf16c;
+// cpu_features.cpp selects it only when the running CPU reports all three.
+#include <immintrin.h>
+
+#include "kernels.h"
+#include "quant_types.h"
+
+namespace lutlm {
+namespace {
+
+// Sum each of eight int32x8 vectors: result lane i = horizontal sum of v[i].
+inline __m256i hsum8_epi32(const __m256i v[8]) {
+  const __m256i h01 = _mm256_hadd_epi32(v[0], v[1]);
+  const __m256i h23 = _mm256_hadd_epi32(v[2], v[3]);
+  const __m256i h45 = _mm256_hadd_epi32(v[4], v[5]);
+  const __m256i h67 = _mm256_hadd_epi32(v[6], v[7]);
+  const __m256i a = _mm256_hadd_epi32(h01, h23);  // lanes: low halves | high halves
+  const __m256i b = _mm256_hadd_epi32(h45, h67);
+  return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20),
+                          _mm256_permute2x128_si256(a, b, 0x31));
+}
+
+// Both 128-bit lanes hold rows 0..7 of an int16 accumulator (for different slots):
+// widen and add the lanes.
+inline __m256i lanes_to_rows_epi32(__m256i a16) {
+  return _mm256_add_epi32(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(a16)),
+                          _mm256_cvtepi16_epi32(_mm256_extracti128_si256(a16, 1)));
+}
+
+void lut_ternary_tile_avx2(const uint8_t* codes, const int8_t* tables, int steps,
+                           int32_t acc[16]) {
+  const __m256i nib = _mm256_set1_epi8(0x0f);
+  const __m256i ones = _mm256_set1_epi8(1);
+  __m256i lo32 = _mm256_setzero_si256(), hi32 = _mm256_setzero_si256();
+  for (int s = 0; s < steps;) {
+    // Each step adds at most 2*127 to an int16 lane: flush before 129 steps.
+    const int end = s + 128 < steps ? s + 128 : steps;
+    __m256i lo16 = _mm256_setzero_si256(), hi16 = _mm256_setzero_si256();
+    for (; s < end; ++s) {
+      const __m256i v = _mm256_loadu_si256((const __m256i*)(codes + (size_t)s * kStepBytes));
+      const int8_t* t = tables + (size_t)s * kTernaryTableBytes;
+      const __m256i ta = _mm256_loadu_si256((const __m256i*)t);
+      const __m256i tb = _mm256_loadu_si256((const __m256i*)(t + 32));
+      const __m256i ra = _mm256_shuffle_epi8(ta, _mm256_and_si256(v, nib));
+      const __m256i rb = _mm256_shuffle_epi8(tb, _mm256_and_si256(_mm256_srli_epi16(v, 4), nib));
+      lo16 = _mm256_add_epi16(lo16, _mm256_maddubs_epi16(ones, _mm256_unpacklo_epi8(ra, rb)));
+      hi16 = _mm256_add_epi16(hi16, _mm256_maddubs_epi16(ones, _mm256_unpackhi_epi8(ra, rb)));
+    }
+    lo32 = _mm256_add_epi32(lo32, lanes_to_rows_epi32(lo16));
+    hi32 = _mm256_add_epi32(hi32, lanes_to_rows_epi32(hi16));
+  }
+  __m256i* out = (__m256i*)acc;
+  _mm256_storeu_si256(out, _mm256_add_epi32(_mm256_loadu_si256(out), lo32));
+  _mm256_storeu_si256(out + 1, _mm256_add_epi32(_mm256_loadu_si256(out + 1), hi32));
+}
+
+void lut_int4_tile_avx2(const Int4TileArgs& w, const int8_t* tables, const float* tscale,
+                        const float* xsum, float y[16]) {
+  const __m256i nib = _mm256_set1_epi8(0x0f);
+  // Plane weights: lane 0 pairs (P0, P2) -> (1, 4); lane 1 pairs (P1, P3) -> (2, 8).
+  const __m256i mult = _mm256_setr_epi8(1, 4, 1, 4, 1, 4, 1, 4, 1, 4, 1, 4, 1, 4, 1, 4,
+                                        2, 8, 2, 8, 2, 8, 2, 8, 2, 8, 2, 8, 2, 8, 2, 8);
+  const __m256 neg8 = _mm256_set1_ps(-8.0f);
+  __m256 y0 = _mm256_loadu_ps(y), y1 = _mm256_loadu_ps(y + 8);
+  const uint8_t* c = w.codes;
+  const int8_t* t = tables;
+  for (int g = 0; g < w.groups; ++g) {
+    __m256i lo32 = _mm256_setzero_si256(), hi32 = _mm256_setzero_si256();
+    for (int s = 0; s < w.group_steps; s += 8) {
+      // Each step adds at most 10*127 to an int16 lane: flush every 8 steps.
+      __m256i lo16 = _mm256_setzero_si256(), hi16 = _mm256_setzero_si256();
+      for (int i = 0; i < 8; ++i, c += kStepBytes, t += kInt4TableBytes) {
+        const __m256i v = _mm256_loadu_si256((const __m256i*)c);
+        const __m256i tb = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)t));
+        const __m256i ra = _mm256_shuffle_epi8(tb, _mm256_and_si256(v, nib));
+        const __m256i rb = _mm256_shuffle_epi8(tb, _mm256_and_si256(_mm256_srli_epi16(v, 4), nib));
+        lo16 = _mm256_add_epi16(lo16, _mm256_maddubs_epi16(mult, _mm256_unpacklo_epi8(ra, rb)));
+        hi16 = _mm256_add_epi16(hi16, _mm256_maddubs_epi16(mult, _mm256_unpackhi_epi8(ra, rb)));
+      }
+      lo32 = _mm256_add_epi32(lo32, lanes_to_rows_epi32(lo16));
+      hi32 = _mm256_add_epi32(hi32, lanes_to_rows_epi32(hi16));
+    }
+    const __m256 d0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(w.d + g * 16)));
+    const __m256 d1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(w.d + g * 16 + 8)));
+    __m256 m0, m1;
+    if (w.m) {
+      m0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(w.m + g * 16)));
+      m1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(w.m + g * 16 + 8)));
+    } else {
+      m0 = _mm256_mul_ps(neg8, d0);
+      m1 = _mm256_mul_ps(neg8, d1);
+    }
+    const __m256 xs = _mm256_set1_ps(xsum[g]);
+    const __m256 ts = _mm256_set1_ps(tscale[g]);
+    y0 = _mm256_fmadd_ps(d0, _mm256_mul_ps(_mm256_cvtepi32_ps(lo32), ts), y0);
+    y1 = _mm256_fmadd_ps(d1, _mm256_mul_ps(_mm256_cvtepi32_ps(hi32), ts), y1);
+    y0 = _mm256_fmadd_ps(m0, xs, y0);
+    y1 = _mm256_fmadd_ps(m1, xs, y1);
+  }
+  _mm256_storeu_ps(y, y0);
+  _mm256_storeu_ps(y + 8, y1);
+}
+
+void mad_ternary_rows_avx2(const int8_t* x8, const int8_t* w8, int ldw, int k_len,
+                           int32_t acc[16]) {
+  const __m256i ones8 = _mm256_set1_epi8(1);
+  const __m256i ones16 = _mm256_set1_epi16(1);
+  for (int r0 = 0; r0 < kTileRows; r0 += 8) {
+    __m256i a32[8];
+    for (int i = 0; i < 8; ++i) a32[i] = _mm256_setzero_si256();
+    for (int k = 0; k < k_len;) {
+      // maddubs(1, x*sign(w)) adds at most 2*127 per int16 lane: flush before 129.
+      const int end = k + 128 * 32 < k_len ? k + 128 * 32 : k_len;
+      __m256i a16[8];
+      for (int i = 0; i < 8; ++i) a16[i] = _mm256_setzero_si256();
+      for (; k < end; k += 32) {
+        const __m256i x = _mm256_loadu_si256((const __m256i*)(x8 + k));
+        for (int i = 0; i < 8; ++i) {
+          const __m256i wv =
+              _mm256_loadu_si256((const __m256i*)(w8 + (size_t)(r0 + i) * ldw + k));
+          a16[i] = _mm256_add_epi16(a16[i], _mm256_maddubs_epi16(ones8, _mm256_sign_epi8(x, wv)));
+        }
+      }
+      for (int i = 0; i < 8; ++i) a32[i] = _mm256_add_epi32(a32[i], _mm256_madd_epi16(a16[i], ones16));
+    }
+    __m256i* out = (__m256i*)(acc + r0);
+    _mm256_storeu_si256(out, _mm256_add_epi32(_mm256_loadu_si256(out), hsum8_epi32(a32)));
+  }
+}
+
+void mad_int4_rows_avx2(const int8_t* x8, float xs, const int32_t* xsum8, const uint8_t* w8,
+                        int ldw, const uint16_t* d, const uint16_t* m, int groups,
+                        int group_size, float y[16]) {
+  const __m256i ones16 = _mm256_set1_epi16(1);
+  const __m256 xsv = _mm256_set1_ps(xs);
+  for (int r0 = 0; r0 < kTileRows; r0 += 8) {
+    __m256 acc = _mm256_loadu_ps(y + r0);
+    for (int g = 0; g < groups; ++g) {
+      const int off = g * group_size;
+      __m256i a32[8];
+      for (int i = 0; i < 8; ++i) {
+        // q*x pairs <= 2*15*127 per int16 lane; a 128-wide group adds 4 of them.
+        __m256i a16 = _mm256_setzero_si256();
+        const uint8_t* wr = w8 + (size_t)(r0 + i) * ldw + off;
+        for (int k = 0; k < group_size; k += 32) {
+          const __m256i x = _mm256_loadu_si256((const __m256i*)(x8 + off + k));
+          const __m256i q = _mm256_loadu_si256((const __m256i*)(wr + k));
+          a16 = _mm256_add_epi16(a16, _mm256_maddubs_epi16(q, x));
+        }
+        a32[i] = _mm256_madd_epi16(a16, ones16);
+      }
+      const __m256i dot = hsum8_epi32(a32);
+      const __m256i xsum = _mm256_set1_epi32(xsum8[g]);
+      const __m256 dg = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(d + g * 16 + r0)));
+      if (m) {
+        const __m256 mg = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(m + g * 16 + r0)));
+        acc = _mm256_fmadd_ps(dg, _mm256_mul_ps(_mm256_cvtepi32_ps(dot), xsv), acc);
+        acc = _mm256_fmadd_ps(mg, _mm256_mul_ps(_mm256_cvtepi32_ps(xsum), xsv), acc);
+      } else {
+        const __m256i t = _mm256_sub_epi32(dot, _mm256_slli_epi32(xsum, 3));
+        acc = _mm256_fmadd_ps(dg, _mm256_mul_ps(_mm256_cvtepi32_ps(t), xsv), acc);
+      }
+    }
+    _mm256_storeu_ps(y + r0, acc);
+  }
+}
+
+}  // namespace
+
+const IsaKernels kAvx2Kernels = {
+    "avx2", lut_ternary_tile_avx2, lut_int4_tile_avx2, mad_ternary_rows_avx2,
+    mad_int4_rows_avx2,
+};
+
+}  // namespace lutlm

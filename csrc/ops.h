@@ -1,0 +1,48 @@
+// Whole-matrix operations behind the Python bindings. Arguments are validated in
+// bindings.cpp; these functions trust their shapes and never throw.
+#pragma once
+#include <cstdint>
+
+namespace lutlm {
+
+// --- packing (pack.cpp) ---------------------------------------------------------
+// w: int8 [N, K] in {-1,0,1} -> codes [ceil(N/16)][Kp/8][32]; returns false on a bad value.
+bool pack_ternary(const int8_t* w, int64_t N, int64_t K, int64_t Kp, uint8_t* codes);
+// q: uint8 [N, K] in 0..15 -> codes [ceil(N/16)][Kp/4][32]; returns false on a bad value.
+bool pack_int4(const uint8_t* q, int64_t N, int64_t K, int64_t Kp, uint8_t* codes);
+// s: [N, G] (any 16-bit payload) -> [ceil(N/16)][G][16], padding rows with zero.
+void pack_group_scales(const uint16_t* s, int64_t N, int64_t G, uint16_t* out);
+
+// Decode `steps` steps of one tile into w8 [16][steps*step_k] (row stride ldw).
+void decode_ternary_tile(const uint8_t* codes, int steps, int8_t* w8, int ldw);
+void decode_int4_tile(const uint8_t* codes, int steps, uint8_t* w8, int ldw);
+
+// --- GEMM (gemm.cpp): y[M, N] = x[M, K] . W^T ----------------------------------
+enum class Method { kAuto, kLut, kMad };
+
+struct TernaryWeights {
+  const uint8_t* codes;
+  const float* scales;  // [Np] per output row
+  int64_t N, K, Kp;
+};
+
+struct Int4Weights {
+  const uint8_t* codes;
+  const uint16_t* d;  // [NT][G][16] fp16
+  const uint16_t* m;  // same shape, or nullptr for symmetric
+  int64_t N, K, Kp;
+  int group_size;
+};
+
+// Largest M for which Method::kAuto uses the lookup-table kernel (see bench/RESULTS.md).
+int lut_max_m(bool int4);
+Method resolve_method(Method m, int64_t M, bool int4);
+
+void gemm_ternary(const float* x, int64_t M, const TernaryWeights& w, Method method, float* y);
+void gemm_int4(const float* x, int64_t M, const Int4Weights& w, Method method, float* y);
+
+// --- memory bandwidth probe (membw.cpp) -----------------------------------------
+// Reads `bytes` of a buffer `reps` times across the pool; returns GB/s (1e9 B/s).
+double read_bandwidth_gbps(int64_t bytes, int reps);
+
+}  // namespace lutlm

@@ -1,0 +1,145 @@
+// Packing into the kernel layouts of quant_types.h, and decoding tiles back to
+// int8 for the dot-product (MAD) kernels. Packing runs once per weight, at load.
+#include <array>
+#include <cstring>
+
+#include "ops.h"
+#include "quant_types.h"
+#include "thread_pool.h"
+
+namespace lutlm {
+
+namespace {
+
+inline int tern_code(int8_t a, int8_t b) { return 3 * (a + 1) + (b + 1); }
+
+// One byte of ternary codes holds two pairs: the low nibble at k offsets (0,1), the
+// high nibble at (4,5) for byte r, or (2,3) and (6,7) for byte 16+r. The tables turn a
+// byte into those four int8 weights, placed at their byte offsets of a uint64.
+struct TernaryDecodeTables {
+  std::array<uint64_t, 256> first{}, second{};
+  TernaryDecodeTables() {
+    for (int b = 0; b < 256; ++b) {
+      const int lo = b & 15, hi = b >> 4;
+      auto w = [](int c, int i) -> uint64_t {
+        if (c > 8) return 0;
+        const int v = i == 0 ? c / 3 - 1 : c % 3 - 1;
+        return (uint64_t)(uint8_t)(int8_t)v;
+      };
+      first[b] = w(lo, 0) | w(lo, 1) << 8 | w(hi, 0) << 32 | w(hi, 1) << 40;
+      second[b] = w(lo, 0) << 16 | w(lo, 1) << 24 | w(hi, 0) << 48 | w(hi, 1) << 56;
+    }
+  }
+};
+
+// INT4 byte r holds planes P0 (low) and P2 (high), byte 16+r holds P1 and P3: each
+// table spreads its two planes' bits into the four codes of the step.
+struct Int4DecodeTables {
+  std::array<uint32_t, 256> first{}, second{};
+  Int4DecodeTables() {
+    for (int b = 0; b < 256; ++b) {
+      uint32_t f = 0, s = 0;
+      for (int i = 0; i < 4; ++i) {
+        const uint32_t lo = (b >> i) & 1, hi = (b >> (4 + i)) & 1;
+        f |= (lo | hi << 2) << (8 * i);
+        s |= (lo << 1 | hi << 3) << (8 * i);
+      }
+      first[b] = f;
+      second[b] = s;
+    }
+  }
+};
+
+const TernaryDecodeTables& tern_tables() {
+  static const TernaryDecodeTables t;
+  return t;
+}
+const Int4DecodeTables& int4_tables() {
+  static const Int4DecodeTables t;
+  return t;
+}
+
+}  // namespace
+
+bool pack_ternary(const int8_t* w, int64_t N, int64_t K, int64_t Kp, uint8_t* codes) {
+  const int64_t NT = (N + kTileRows - 1) / kTileRows, steps = Kp / kTernaryStepK;
+  std::atomic<bool> ok{true};
+  ThreadPool::instance().parallel_for((int)NT, [&](int t) {
+    uint8_t* out = codes + (size_t)t * steps * kStepBytes;
+    for (int r = 0; r < kTileRows; ++r) {
+      const int64_t n = (int64_t)t * kTileRows + r;
+      const int8_t* row = n < N ? w + (size_t)n * K : nullptr;
+      auto at = [&](int64_t k) -> int8_t { return row && k < K ? row[k] : 0; };
+      for (int64_t s = 0; s < steps; ++s) {
+        const int64_t k0 = s * kTernaryStepK;
+        int8_t v[8];
+        for (int i = 0; i < 8; ++i) {
+          v[i] = at(k0 + i);
+          if (v[i] < -1 || v[i] > 1) ok = false;
+        }
+        out[s * kStepBytes + r] = (uint8_t)(tern_code(v[0], v[1]) | tern_code(v[4], v[5]) << 4);
+        out[s * kStepBytes + 16 + r] =
+            (uint8_t)(tern_code(v[2], v[3]) | tern_code(v[6], v[7]) << 4);
+      }
+    }
+  });
+  return ok;
+}
+
+bool pack_int4(const uint8_t* q, int64_t N, int64_t K, int64_t Kp, uint8_t* codes) {
+  const int64_t NT = (N + kTileRows - 1) / kTileRows, steps = Kp / kInt4StepK;
+  std::atomic<bool> ok{true};
+  ThreadPool::instance().parallel_for((int)NT, [&](int t) {
+    uint8_t* out = codes + (size_t)t * steps * kStepBytes;
+    for (int r = 0; r < kTileRows; ++r) {
+      const int64_t n = (int64_t)t * kTileRows + r;
+      const uint8_t* row = n < N ? q + (size_t)n * K : nullptr;
+      for (int64_t s = 0; s < steps; ++s) {
+        int planes[4] = {0, 0, 0, 0};
+        for (int i = 0; i < 4; ++i) {
+          const int64_t k = s * kInt4StepK + i;
+          const int v = row && k < K ? row[k] : 0;
+          if (v > 15) ok = false;
+          for (int b = 0; b < 4; ++b) planes[b] |= ((v >> b) & 1) << i;
+        }
+        out[s * kStepBytes + r] = (uint8_t)(planes[0] | planes[2] << 4);
+        out[s * kStepBytes + 16 + r] = (uint8_t)(planes[1] | planes[3] << 4);
+      }
+    }
+  });
+  return ok;
+}
+
+void pack_group_scales(const uint16_t* s, int64_t N, int64_t G, uint16_t* out) {
+  const int64_t NT = (N + kTileRows - 1) / kTileRows;
+  for (int64_t t = 0; t < NT; ++t)
+    for (int64_t g = 0; g < G; ++g)
+      for (int r = 0; r < kTileRows; ++r) {
+        const int64_t n = t * kTileRows + r;
+        out[(t * G + g) * kTileRows + r] = n < N ? s[n * G + g] : 0;
+      }
+}
+
+void decode_ternary_tile(const uint8_t* codes, int steps, int8_t* w8, int ldw) {
+  const auto& T = tern_tables();
+  for (int s = 0; s < steps; ++s) {
+    const uint8_t* c = codes + (size_t)s * kStepBytes;
+    for (int r = 0; r < kTileRows; ++r) {
+      const uint64_t v = T.first[c[r]] | T.second[c[16 + r]];
+      std::memcpy(w8 + (size_t)r * ldw + s * kTernaryStepK, &v, 8);
+    }
+  }
+}
+
+void decode_int4_tile(const uint8_t* codes, int steps, uint8_t* w8, int ldw) {
+  const auto& T = int4_tables();
+  for (int s = 0; s < steps; ++s) {
+    const uint8_t* c = codes + (size_t)s * kStepBytes;
+    for (int r = 0; r < kTileRows; ++r) {
+      const uint32_t v = T.first[c[r]] | T.second[c[16 + r]];
+      std::memcpy(w8 + (size_t)r * ldw + s * kInt4StepK, &v, 4);
+    }
+  }
+}
+
+}  // namespace lutlm

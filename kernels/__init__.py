@@ -1,0 +1,1 @@
+"""Triton GPU kernels for lutlm (installed as ``lutlm.kernels``); none ship yet."""

@@ -1,0 +1,160 @@
+"""Group-wise INT4 weights: quantization, GGUF Q4_0/Q4_1 import and packing.
+
+w = d * q + m for codes q in 0..15 with one fp16 scale d (and minimum m) per group of
+32, 64 or 128 weights along K. Symmetric weights store no minimum: m = -8 d, which is
+GGUF Q4_0's (q - 8) * d exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lutlm import _C
+from lutlm.quant._common import activations, as_matrix, check_method
+
+GROUP_SIZES = (32, 64, 128)
+_GGUF_BLOCK_BYTES = {"Q4_0": 18, "Q4_1": 20}
+
+
+def _groups(K: int, group_size: int) -> int:
+    return -(-K // group_size)
+
+
+@dataclass(frozen=True)
+class Int4Weight:
+    """An INT4 matrix in the LUT kernel layout (bit planes, fp16 group scales)."""
+
+    codes: np.ndarray          # uint8 [ceil(N/16), Kp/4, 32], see csrc/quant_types.h
+    d: np.ndarray              # uint16 (fp16 bits) [ceil(N/16), G, 16]
+    m: np.ndarray | None       # same as d, or None when symmetric
+    shape: tuple[int, int]
+    group_size: int
+
+    @classmethod
+    def pack(
+        cls, q: np.ndarray, d: np.ndarray, m: np.ndarray | None, group_size: int
+    ) -> Int4Weight:
+        """Pack codes q uint8 [N, K] and fp16 scales d, minimums m [N, G]."""
+        if group_size not in GROUP_SIZES:
+            raise ValueError(f"group_size must be one of {GROUP_SIZES}, got {group_size}")
+        q = np.ascontiguousarray(q, dtype=np.uint8)
+        if q.ndim != 2:
+            raise ValueError(f"q must be 2-D [N, K], got shape {q.shape}")
+        N, K = q.shape
+        G = _groups(K, group_size)
+
+        def fp16_bits(a: np.ndarray, name: str) -> np.ndarray:
+            a = np.asarray(a, dtype=np.float16)
+            if a.shape != (N, G):
+                raise ValueError(f"{name} must have shape {(N, G)}, got {a.shape}")
+            return _C.pack_group_scales(np.ascontiguousarray(a).view(np.uint16), K, group_size)
+
+        codes = _C.pack_int4(q, group_size)
+        return cls(
+            codes,
+            fp16_bits(d, "d"),
+            None if m is None else fp16_bits(m, "m"),
+            (int(N), int(K)),
+            group_size,
+        )
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.codes.nbytes + self.d.nbytes + (0 if self.m is None else self.m.nbytes))
+
+    def _unpack_scales(self, s: np.ndarray) -> np.ndarray:
+        N = self.shape[0]
+        G = s.shape[1]
+        return s.view(np.float16).transpose(0, 2, 1).reshape(-1, G)[:N].astype(np.float32)
+
+    def dequantize(self) -> np.ndarray:
+        N, K = self.shape
+        q = _C.unpack_int4(self.codes, N, K, self.group_size).astype(np.float32)
+        d = np.repeat(self._unpack_scales(self.d), self.group_size, axis=1)[:, :K]
+        m = -8.0 * d if self.m is None else np.repeat(
+            self._unpack_scales(self.m), self.group_size, axis=1)[:, :K]
+        return (d * q + m).astype(np.float32)
+
+    def matmul(self, x: np.ndarray, method: str = "auto") -> np.ndarray:
+        """y = x @ W.T for x [M, K] (or [K]); method 'auto', 'lut' or 'mad'."""
+        xm, vector = activations(x, self.shape[1])
+        y = _C.gemm_int4(
+            xm, self.codes, self.d, self.m, *self.shape, self.group_size, check_method(method)
+        )
+        return y[0] if vector else y
+
+
+def quantize_int4(w: np.ndarray, group_size: int = 32, symmetric: bool = True) -> Int4Weight:
+    """Group-wise INT4 quantization with fp16 scales.
+
+    Symmetric (GGUF Q4_0 style): d = v / -8 where v is the group's value of largest
+    magnitude, q = clip(round(w / d) + 8, 0, 15). Asymmetric (Q4_1 style):
+    d = (max - min) / 15, m = min, q = clip(round((w - m) / d), 0, 15). Scales are
+    rounded to fp16 before q is computed, so q is chosen for the stored scale.
+    """
+    if group_size not in GROUP_SIZES:
+        raise ValueError(f"group_size must be one of {GROUP_SIZES}, got {group_size}")
+    w = as_matrix(w).astype(np.float32)
+    N, K = w.shape
+    G = _groups(K, group_size)
+    padded = np.zeros((N, G * group_size), np.float32)
+    padded[:, :K] = w
+    mask = np.zeros((N, G * group_size), bool)
+    mask[:, :K] = True
+    g = padded.reshape(N, G, group_size)
+    valid = mask.reshape(N, G, group_size)
+    if symmetric:
+        idx = np.argmax(np.where(valid, np.abs(g), -1.0), axis=2)
+        vmax = np.take_along_axis(g, idx[..., None], axis=2)[..., 0]
+        d = (vmax / -8.0).astype(np.float16)
+        d32 = d.astype(np.float32)
+        inv = np.divide(1.0, d32, out=np.zeros_like(d32), where=d32 != 0)
+        q = np.clip(np.rint(g * inv[..., None]) + 8, 0, 15)
+        m = None
+    else:
+        lo = np.min(np.where(valid, g, np.inf), axis=2)
+        hi = np.max(np.where(valid, g, -np.inf), axis=2)
+        d = ((hi - lo) / 15.0).astype(np.float16)
+        m = lo.astype(np.float16)
+        d32, m32 = d.astype(np.float32), m.astype(np.float32)
+        inv = np.divide(1.0, d32, out=np.zeros_like(d32), where=d32 != 0)
+        q = np.clip(np.rint((g - m32[..., None]) * inv[..., None]), 0, 15)
+    q = q.reshape(N, -1)[:, :K].astype(np.uint8)
+    return Int4Weight.pack(q, d, m, group_size)
+
+
+def int4_from_gguf_blocks(
+    blocks: np.ndarray, shape: tuple[int, int], ggml_type: str
+) -> Int4Weight:
+    """Import GGUF Q4_0 or Q4_1 blocks without loss.
+
+    Args:
+        blocks: the tensor's raw bytes as uint8, [N, K/32 * block_bytes] or flat.
+        shape: (N, K) in GGUF's row-major order (K is the contiguous dimension).
+        ggml_type: "Q4_0" (d, 16 bytes of codes) or "Q4_1" (d, m, 16 bytes of codes).
+
+    Returns:
+        An Int4Weight whose dequantized values equal GGUF's bit for bit.
+    """
+    if ggml_type not in _GGUF_BLOCK_BYTES:
+        raise ValueError(f"ggml_type must be Q4_0 or Q4_1, got {ggml_type!r}")
+    N, K = shape
+    if K % 32:
+        raise ValueError(f"{ggml_type} rows must be a multiple of 32 long, got K={K}")
+    bb = _GGUF_BLOCK_BYTES[ggml_type]
+    raw = np.ascontiguousarray(blocks, dtype=np.uint8).reshape(-1)
+    if raw.size != N * (K // 32) * bb:
+        raise ValueError(
+            f"{ggml_type} tensor of shape {shape} needs {N * (K // 32) * bb} bytes, "
+            f"got {raw.size}"
+        )
+    b = raw.reshape(N, K // 32, bb)
+    d = np.ascontiguousarray(b[..., 0:2]).view(np.float16)[..., 0]
+    m = None
+    if ggml_type == "Q4_1":
+        m = np.ascontiguousarray(b[..., 2:4]).view(np.float16)[..., 0]
+    qs = b[..., bb - 16:]
+    q = np.concatenate([qs & 0x0F, qs >> 4], axis=2).reshape(N, K)
+    return Int4Weight.pack(q, d, m, 32)
