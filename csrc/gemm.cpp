@@ -37,9 +37,10 @@ constexpr int kInt4LutMaxM = 2;
 
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
-inline int8_t round_i8(float v) {
-  const float r = std::nearbyint(v);
-  return (int8_t)std::max(-127.0f, std::min(127.0f, r));
+// Scaling happens in double: 127/max|x| overflows float for subnormal activations.
+inline int8_t round_i8(double v) {
+  const double r = std::nearbyint(v);
+  return (int8_t)std::max(-127.0, std::min(127.0, r));
 }
 
 // Per-row int8 quantization of x[M, K] into x8[M, Kp] (zero padded).
@@ -49,32 +50,22 @@ struct QuantizedRows {
   std::vector<uint8_t> bad;
 };
 
-void quantize_row(const float* x, int64_t K, int64_t Kp, int8_t* x8, float* scale, uint8_t* bad) {
-  float amax = 0.0f;
-  for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(x[k]));
-  std::fill(x8, x8 + Kp, 0);
-  if (!std::isfinite(amax) || std::isnan(amax)) {
-    *bad = 1;
-    *scale = 0.0f;
-    return;
-  }
-  // NaN compares false in max(), so check the row itself as well.
-  for (int64_t k = 0; k < K; ++k)
-    if (std::isnan(x[k])) {
-      *bad = 1;
-      *scale = 0.0f;
-      return;
-    }
-  *bad = 0;
-  *scale = amax / 127.0f;
-  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-  for (int64_t k = 0; k < K; ++k) x8[k] = round_i8(x[k] * inv);
-}
-
 bool row_is_finite(const float* x, int64_t K) {
   for (int64_t k = 0; k < K; ++k)
     if (!std::isfinite(x[k])) return false;
   return true;
+}
+
+void quantize_row(const float* x, int64_t K, int64_t Kp, int8_t* x8, float* scale, uint8_t* bad) {
+  std::fill(x8, x8 + Kp, 0);
+  *scale = 0.0f;
+  *bad = !row_is_finite(x, K);
+  if (*bad) return;
+  float amax = 0.0f;
+  for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(x[k]));
+  *scale = amax / 127.0f;
+  const double inv = amax > 0.0f ? 127.0 / amax : 0.0;
+  for (int64_t k = 0; k < K; ++k) x8[k] = round_i8(x[k] * inv);
 }
 
 // Ternary tables for one activation row; see quant_types.h for the layout.
@@ -93,7 +84,7 @@ void ternary_tables_row(const float* x, int64_t K, int64_t Kp, int8_t* tab, floa
   for (int64_t k = 0; k < K; k += 2) amax = std::max(amax, std::fabs(at(k)) + std::fabs(at(k + 1)));
   if (amax == 0.0f) return;
   *tscale = amax / 127.0f;
-  const float inv = 127.0f / amax;
+  const double inv = 127.0 / amax;
   for (int64_t s = 0; s < steps; ++s)
     for (int j = 0; j < 4; ++j) {
       const int64_t k = s * kTernaryStepK + 2 * j;
@@ -138,7 +129,7 @@ void int4_tables_row(const float* x, int64_t K, int64_t Kp, int group_size, int8
     }
     if (amax == 0.0f) continue;
     tscale[g] = amax / 127.0f;
-    const float inv = 127.0f / amax;
+    const double inv = 127.0 / amax;
     for (int64_t s = g * group_steps; s < (g + 1) * group_steps; ++s) {
       float sums[16];
       sums[0] = 0.0f;
@@ -147,7 +138,10 @@ void int4_tables_row(const float* x, int64_t K, int64_t Kp, int group_size, int8
         sums[idx] = sums[idx & ~(1 << hb)] + at(s * kInt4StepK + hb);
       }
       int8_t* t = tab + s * kInt4TableBytes;
-      for (int idx = 0; idx < 16; ++idx) t[idx] = round_i8(sums[idx] * inv);
+      for (int idx = 0; idx < 16; ++idx) {
+        t[idx] = round_i8(sums[idx] * inv);
+        t[16 + idx] = (int8_t)-t[idx];
+      }
     }
   }
 }

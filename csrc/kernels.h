@@ -18,8 +18,9 @@ struct IsaKernels {
   // Ternary LUT: acc[r] += sum over steps of table lookups (exact in int32).
   void (*lut_ternary_tile)(const uint8_t* codes, const int8_t* tables, int steps,
                            int32_t acc[16]);
-  // INT4 LUT: y[r] += sum_g d[g][r] * tscale[g] * L[g][r] + m[g][r] * xsum[g],
-  // where L is the plane-weighted table sum over group g.
+  // INT4 LUT: y[r] += sum_g d[g][r] * tscale[g] * L[g][r] + (m + 8d)[g][r] * xsum[g],
+  // where L = sum over group g of T[P0] + 2T[P1] + 4T[P2] - 8T[P3] (the m term only
+  // when m is given).
   void (*lut_int4_tile)(const Int4TileArgs& w, const int8_t* tables, const float* tscale,
                         const float* xsum, float y[16]);
   // Ternary int8 dot for 16 rows: acc[r] += sum_k x8[k] * w8[r*ldw + k], with

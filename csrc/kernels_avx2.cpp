@@ -57,10 +57,11 @@ void lut_ternary_tile_avx2(const uint8_t* codes, const int8_t* tables, int steps
 void lut_int4_tile_avx2(const Int4TileArgs& w, const int8_t* tables, const float* tscale,
                         const float* xsum, float y[16]) {
   const __m256i nib = _mm256_set1_epi8(0x0f);
-  // Plane weights: lane 0 pairs (P0, P2) -> (1, 4); lane 1 pairs (P1, P3) -> (2, 8).
+  // Plane weights: lane 0 pairs (P0, P2) -> (1, 4); lane 1 pairs (P1, P3) -> (2, 8),
+  // where P3 is looked up in the negated table (its weight is -8).
   const __m256i mult = _mm256_setr_epi8(1, 4, 1, 4, 1, 4, 1, 4, 1, 4, 1, 4, 1, 4, 1, 4,
                                         2, 8, 2, 8, 2, 8, 2, 8, 2, 8, 2, 8, 2, 8, 2, 8);
-  const __m256 neg8 = _mm256_set1_ps(-8.0f);
+  const __m256 eight = _mm256_set1_ps(8.0f);
   __m256 y0 = _mm256_loadu_ps(y), y1 = _mm256_loadu_ps(y + 8);
   const uint8_t* c = w.codes;
   const int8_t* t = tables;
@@ -71,8 +72,9 @@ void lut_int4_tile_avx2(const Int4TileArgs& w, const int8_t* tables, const float
       __m256i lo16 = _mm256_setzero_si256(), hi16 = _mm256_setzero_si256();
       for (int i = 0; i < 8; ++i, c += kStepBytes, t += kInt4TableBytes) {
         const __m256i v = _mm256_loadu_si256((const __m256i*)c);
-        const __m256i tb = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)t));
-        const __m256i ra = _mm256_shuffle_epi8(tb, _mm256_and_si256(v, nib));
+        const __m256i ta = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)t));
+        const __m256i tb = _mm256_loadu_si256((const __m256i*)t);  // T | -T
+        const __m256i ra = _mm256_shuffle_epi8(ta, _mm256_and_si256(v, nib));
         const __m256i rb = _mm256_shuffle_epi8(tb, _mm256_and_si256(_mm256_srli_epi16(v, 4), nib));
         lo16 = _mm256_add_epi16(lo16, _mm256_maddubs_epi16(mult, _mm256_unpacklo_epi8(ra, rb)));
         hi16 = _mm256_add_epi16(hi16, _mm256_maddubs_epi16(mult, _mm256_unpackhi_epi8(ra, rb)));
@@ -82,20 +84,16 @@ void lut_int4_tile_avx2(const Int4TileArgs& w, const int8_t* tables, const float
     }
     const __m256 d0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(w.d + g * 16)));
     const __m256 d1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(w.d + g * 16 + 8)));
-    __m256 m0, m1;
-    if (w.m) {
-      m0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(w.m + g * 16)));
-      m1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(w.m + g * 16 + 8)));
-    } else {
-      m0 = _mm256_mul_ps(neg8, d0);
-      m1 = _mm256_mul_ps(neg8, d1);
-    }
-    const __m256 xs = _mm256_set1_ps(xsum[g]);
     const __m256 ts = _mm256_set1_ps(tscale[g]);
     y0 = _mm256_fmadd_ps(d0, _mm256_mul_ps(_mm256_cvtepi32_ps(lo32), ts), y0);
     y1 = _mm256_fmadd_ps(d1, _mm256_mul_ps(_mm256_cvtepi32_ps(hi32), ts), y1);
-    y0 = _mm256_fmadd_ps(m0, xs, y0);
-    y1 = _mm256_fmadd_ps(m1, xs, y1);
+    if (w.m) {  // w = d*(q-8) + (m + 8d)
+      const __m256 xs = _mm256_set1_ps(xsum[g]);
+      const __m256 m0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(w.m + g * 16)));
+      const __m256 m1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(w.m + g * 16 + 8)));
+      y0 = _mm256_fmadd_ps(_mm256_add_ps(m0, _mm256_mul_ps(eight, d0)), xs, y0);
+      y1 = _mm256_fmadd_ps(_mm256_add_ps(m1, _mm256_mul_ps(eight, d1)), xs, y1);
+    }
   }
   _mm256_storeu_ps(y, y0);
   _mm256_storeu_ps(y + 8, y1);

@@ -55,7 +55,7 @@ void lut_int4_tile_neon(const Int4TileArgs& w, const int8_t* tables, const float
     int32x4_t a32[4];
     for (int i = 0; i < 4; ++i) a32[i] = vdupq_n_s32(0);
     for (int s = 0; s < w.group_steps; s += 8) {
-      // Each step adds at most 15*127 to an int16 lane: flush every 8 steps.
+      // Each step moves an int16 lane by at most 15*127: flush every 8 steps.
       int16x8_t lo = vdupq_n_s16(0), hi = vdupq_n_s16(0);
       for (int i = 0; i < 8; ++i, c += kStepBytes, t += kInt4TableBytes) {
         const int8x16_t tb = vld1q_s8(t);
@@ -65,10 +65,10 @@ void lut_int4_tile_neon(const Int4TileArgs& w, const int8_t* tables, const float
         const int8x16_t p2 = vqtbl1q_s8(tb, vshrq_n_u8(v0, 4));
         const int8x16_t p3 = vqtbl1q_s8(tb, vshrq_n_u8(v1, 4));
         lo = vaddq_s16(lo, vaddq_s16(vmovl_s8(vget_low_s8(p0)), vshll_n_s8(vget_low_s8(p1), 1)));
-        lo = vaddq_s16(lo, vaddq_s16(vshll_n_s8(vget_low_s8(p2), 2),
+        lo = vaddq_s16(lo, vsubq_s16(vshll_n_s8(vget_low_s8(p2), 2),
                                      vshll_n_s8(vget_low_s8(p3), 3)));
         hi = vaddq_s16(hi, vaddq_s16(vmovl_high_s8(p0), vshll_n_s8(vget_high_s8(p1), 1)));
-        hi = vaddq_s16(hi, vaddq_s16(vshll_n_s8(vget_high_s8(p2), 2),
+        hi = vaddq_s16(hi, vsubq_s16(vshll_n_s8(vget_high_s8(p2), 2),
                                      vshll_n_s8(vget_high_s8(p3), 3)));
       }
       add_rows_s16(a32, lo, hi);
@@ -77,11 +77,11 @@ void lut_int4_tile_neon(const Int4TileArgs& w, const int8_t* tables, const float
     const float32x4_t ts = vdupq_n_f32(tscale[g]);
     for (int i = 0; i < 4; ++i) {
       const float32x4_t d = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(w.d + g * 16 + 4 * i)));
-      const float32x4_t m =
-          w.m ? vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(w.m + g * 16 + 4 * i)))
-              : vmulq_n_f32(d, -8.0f);
       yv[i] = vfmaq_f32(yv[i], d, vmulq_f32(vcvtq_f32_s32(a32[i]), ts));
-      yv[i] = vfmaq_f32(yv[i], m, xs);
+      if (w.m) {  // w = d*(q-8) + (m + 8d)
+        const float32x4_t m = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(w.m + g * 16 + 4 * i)));
+        yv[i] = vfmaq_f32(yv[i], vaddq_f32(m, vmulq_n_f32(d, 8.0f)), xs);
+      }
     }
   }
   for (int i = 0; i < 4; ++i) vst1q_f32(y + 4 * i, yv[i]);

@@ -30,14 +30,13 @@ void lut_int4_tile_scalar(const Int4TileArgs& w, const int8_t* tables, const flo
     for (int s = 0; s < w.group_steps; ++s, c += kStepBytes, t += kInt4TableBytes) {
       for (int r = 0; r < kTileRows; ++r) {
         const uint8_t b0 = c[r], b1 = c[16 + r];
-        acc[r] += t[b0 & 15] + 2 * t[b1 & 15] + 4 * t[b0 >> 4] + 8 * t[b1 >> 4];
+        acc[r] += t[b0 & 15] + 2 * t[b1 & 15] + 4 * t[b0 >> 4] - 8 * t[b1 >> 4];
       }
     }
     for (int r = 0; r < kTileRows; ++r) {
       const float d = fp16_to_fp32(w.d[g * 16 + r]);
-      const float m = w.m ? fp16_to_fp32(w.m[g * 16 + r]) : -8.0f * d;
-      float v = std::fma(d, (float)acc[r] * tscale[g], y[r]);
-      y[r] = std::fma(m, xsum[g], v);
+      y[r] = std::fma(d, (float)acc[r] * tscale[g], y[r]);
+      if (w.m) y[r] = std::fma(fp16_to_fp32(w.m[g * 16 + r]) + 8.0f * d, xsum[g], y[r]);
     }
   }
 }

@@ -32,8 +32,9 @@ struct TernaryDecodeTables {
   }
 };
 
-// INT4 byte r holds planes P0 (low) and P2 (high), byte 16+r holds P1 and P3: each
-// table spreads its two planes' bits into the four codes of the step.
+// INT4 byte r holds planes P0 (low) and P2 (high), byte 16+r holds P1 and P3 of
+// c = q ^ 8: each table spreads its two planes' bits into the four codes of the
+// step, and the second flips bit 3 back to give q.
 struct Int4DecodeTables {
   std::array<uint32_t, 256> first{}, second{};
   Int4DecodeTables() {
@@ -42,7 +43,7 @@ struct Int4DecodeTables {
       for (int i = 0; i < 4; ++i) {
         const uint32_t lo = (b >> i) & 1, hi = (b >> (4 + i)) & 1;
         f |= (lo | hi << 2) << (8 * i);
-        s |= (lo << 1 | hi << 3) << (8 * i);
+        s |= (lo << 1 | (hi ^ 1) << 3) << (8 * i);
       }
       first[b] = f;
       second[b] = s;
@@ -98,9 +99,9 @@ bool pack_int4(const uint8_t* q, int64_t N, int64_t K, int64_t Kp, uint8_t* code
         int planes[4] = {0, 0, 0, 0};
         for (int i = 0; i < 4; ++i) {
           const int64_t k = s * kInt4StepK + i;
-          const int v = row && k < K ? row[k] : 0;
+          const int v = row && k < K ? row[k] : 8;  // padding is a zero weight
           if (v > 15) ok = false;
-          for (int b = 0; b < 4; ++b) planes[b] |= ((v >> b) & 1) << i;
+          for (int b = 0; b < 4; ++b) planes[b] |= (((v ^ 8) >> b) & 1) << i;
         }
         out[s * kStepBytes + r] = (uint8_t)(planes[0] | planes[2] << 4);
         out[s * kStepBytes + 16 + r] = (uint8_t)(planes[1] | planes[3] << 4);

@@ -20,13 +20,16 @@
 //   entry c = x[k]*w0(c) + x[k+1]*w1(c), quantized to int8.
 //   Per-row scale: float32 [N_pad]; w = scale[n] * t.
 //
-// INT4 (4 bits per weight, stored as bit planes): a step covers k0 = 4*s .. k0+3;
-// slot b is bit plane b of the four codes q in 0..15:
-//   P_b = sum_i ((q[k0+i] >> b) & 1) << i,   A = P0  B = P1  C = P2  D = P3.
-//   Activation table per step: 16 bytes, entry idx = sum_{i in idx} x[k0+i], int8;
-//   the same table serves all four planes, weighted 1, 2, 4, 8.
+// INT4 (4 bits per weight, stored as bit planes): a step covers k0 = 4*s .. k0+3.
+// The planes hold c = q ^ 8, the two's complement of q - 8 in -8..7, so a zero
+// weight of a symmetric format has no bit set and looks up only exact zeros:
+//   P_b = sum_i ((c[k0+i] >> b) & 1) << i,   A = P0  B = P1  C = P2  D = P3,
+//   q - 8 = c0 + 2 c1 + 4 c2 - 8 c3 (bits of c).
+//   Activation table per step: 32 bytes, entry idx = sum_{i in idx} x[k0+i] as int8,
+//   then the same 16 entries negated (AVX2 looks up plane 3 in the negated copy).
 //   Per-group scales d and minimums m (IEEE fp16) laid out [tile][group][16 rows];
-//   w = d*q + m. Symmetric formats store no minimum and use m = -8*d (GGUF Q4_0).
+//   w = d*q + m = d*(q - 8) + (m + 8d). Symmetric formats (GGUF Q4_0) store no
+//   minimum: m = -8d, so w = d*(q - 8).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -40,7 +43,7 @@ constexpr int kKAlign = 32;  // K is padded to this (and to the INT4 group size)
 constexpr int kTernaryStepK = 8;
 constexpr int kTernaryTableBytes = 64;
 constexpr int kInt4StepK = 4;
-constexpr int kInt4TableBytes = 16;
+constexpr int kInt4TableBytes = 32;
 
 static_assert(kTileRows * kTernaryStepK * 2 == kStepBytes * 8, "ternary step = 2 bits/weight");
 static_assert(kTileRows * kInt4StepK * 4 == kStepBytes * 8, "int4 step = 4 bits/weight");

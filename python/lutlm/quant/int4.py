@@ -26,9 +26,9 @@ def _groups(K: int, group_size: int) -> int:
 class Int4Weight:
     """An INT4 matrix in the LUT kernel layout (bit planes, fp16 group scales)."""
 
-    codes: np.ndarray          # uint8 [ceil(N/16), Kp/4, 32], see csrc/quant_types.h
-    d: np.ndarray              # uint16 (fp16 bits) [ceil(N/16), G, 16]
-    m: np.ndarray | None       # same as d, or None when symmetric
+    codes: np.ndarray  # uint8 [ceil(N/16), Kp/4, 32], see csrc/quant_types.h
+    d: np.ndarray  # uint16 (fp16 bits) [ceil(N/16), G, 16]
+    m: np.ndarray | None  # same as d, or None when symmetric
     shape: tuple[int, int]
     group_size: int
 
@@ -73,8 +73,11 @@ class Int4Weight:
         N, K = self.shape
         q = _C.unpack_int4(self.codes, N, K, self.group_size).astype(np.float32)
         d = np.repeat(self._unpack_scales(self.d), self.group_size, axis=1)[:, :K]
-        m = -8.0 * d if self.m is None else np.repeat(
-            self._unpack_scales(self.m), self.group_size, axis=1)[:, :K]
+        m = (
+            -8.0 * d
+            if self.m is None
+            else np.repeat(self._unpack_scales(self.m), self.group_size, axis=1)[:, :K]
+        )
         return (d * q + m).astype(np.float32)
 
     def matmul(self, x: np.ndarray, method: str = "auto") -> np.ndarray:
@@ -125,9 +128,7 @@ def quantize_int4(w: np.ndarray, group_size: int = 32, symmetric: bool = True) -
     return Int4Weight.pack(q, d, m, group_size)
 
 
-def int4_from_gguf_blocks(
-    blocks: np.ndarray, shape: tuple[int, int], ggml_type: str
-) -> Int4Weight:
+def int4_from_gguf_blocks(blocks: np.ndarray, shape: tuple[int, int], ggml_type: str) -> Int4Weight:
     """Import GGUF Q4_0 or Q4_1 blocks without loss.
 
     Args:
@@ -147,14 +148,13 @@ def int4_from_gguf_blocks(
     raw = np.ascontiguousarray(blocks, dtype=np.uint8).reshape(-1)
     if raw.size != N * (K // 32) * bb:
         raise ValueError(
-            f"{ggml_type} tensor of shape {shape} needs {N * (K // 32) * bb} bytes, "
-            f"got {raw.size}"
+            f"{ggml_type} tensor of shape {shape} needs {N * (K // 32) * bb} bytes, got {raw.size}"
         )
     b = raw.reshape(N, K // 32, bb)
     d = np.ascontiguousarray(b[..., 0:2]).view(np.float16)[..., 0]
     m = None
     if ggml_type == "Q4_1":
         m = np.ascontiguousarray(b[..., 2:4]).view(np.float16)[..., 0]
-    qs = b[..., bb - 16:]
+    qs = b[..., bb - 16 :]
     q = np.concatenate([qs & 0x0F, qs >> 4], axis=2).reshape(N, K)
     return Int4Weight.pack(q, d, m, 32)

@@ -34,7 +34,7 @@ def ternarize(w: np.ndarray, per_row: bool = False) -> tuple[np.ndarray, np.ndar
 class TernaryWeight:
     """A ternary matrix W[n, k] = scales[n] * t[n, k] in the LUT kernel layout."""
 
-    codes: np.ndarray   # uint8 [ceil(N/16), Kp/8, 32], see csrc/quant_types.h
+    codes: np.ndarray  # uint8 [ceil(N/16), Kp/8, 32], see csrc/quant_types.h
     scales: np.ndarray  # float32 [N]
     shape: tuple[int, int]
 
