@@ -112,11 +112,11 @@ def measure(fn: Callable[[], object], args: argparse.Namespace,
     """(median seconds, runs, skip reason): warm-up, then >= min_runs and >= min_time."""
     budget = args.max_seconds_per_case
     if predicted is not None and predicted > budget:
-        return None, 0, f"predicted {predicted:.1f} s/run (linear in M) > {budget} s"
+        return None, 0, f"predicted {predicted:.3g} s/run (linear in M) > {budget} s"
     t0 = time.perf_counter()
     fn()
     if (warm := time.perf_counter() - t0) > budget:
-        return None, 1, f"single run {warm:.1f} s > {budget} s"
+        return None, 1, f"single run {warm:.3g} s > {budget} s"
     times: list[float] = []
     start = time.perf_counter()
     while len(times) < args.min_runs or time.perf_counter() - start < args.min_time:
@@ -231,8 +231,10 @@ def render(meta: dict[str, Any], bw: dict[int, float], rows: list[Row], dram: li
            f"- timing: median of >= {args.min_runs} runs and >= {args.min_time} s after a "
            f"warm-up, through the Python API; GOPS = 2*M*N*K/time; weights: random normal, "
            f"ternary absmean, INT4 group 32 symmetric; budget {args.max_seconds_per_case} s/run",
-           f"- max relative error vs fp32 on the dequantized weights (M=3): "
-           f"{max(errors.values()):.2e}", "", "## Read bandwidth probe", ""]
+           "- max relative error vs fp32 on the dequantized weights (M=3): " + ", ".join(
+               f"{k} {max(e for n, e in errors.items() if n.endswith(k)):.1e}"
+               for k in dict.fromkeys(n.split(" ", 1)[1] for n in errors)),
+           "", "## Read bandwidth probe", ""]
     out += table(["threads", "buffer (MiB)", "GB/s"],
                  [[str(t), str(meta["probe_bytes"] >> 20), f"{g:.1f}"] for t, g in bw.items()])
     idx = {(r["shape"], r["threads"], r["M"], r["type"], r["method"]): r for r in rows}

@@ -186,7 +186,10 @@ void test_lut_int4(Rng& rng, Stats& st) {
     for (int s = 0; s < steps; ++s) {
       int8_t* t = tables.data() + (size_t)s * kInt4TableBytes;
       for (int e = 0; e < 16; ++e) t[e] = (int8_t)rand_int(rng, -127, 127);
-      if (sat) t[15] = 127, t[0] = -127;
+      if (sat) {
+        t[15] = 127;
+        t[0] = -127;
+      }
       for (int e = 16; e < kInt4TableBytes; ++e) t[e] = (int8_t)-t[e - 16];
     }
     std::vector<uint16_t> d((size_t)groups * 16), m((size_t)groups * 16);
