@@ -37,113 +37,41 @@ constexpr int kInt4LutMaxM = 2;
 
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
-// Scaling happens in double: 127/max|x| overflows float for subnormal activations.
-inline int8_t round_i8(double v) {
-  const double r = std::nearbyint(v);
-  return (int8_t)std::max(-127.0, std::min(127.0, r));
-}
-
-// Per-row int8 quantization of x[M, K] into x8[M, Kp] (zero padded).
-struct QuantizedRows {
-  std::vector<int8_t> x8;
-  std::vector<float> scale;
-  std::vector<uint8_t> bad;
-};
-
 bool row_is_finite(const float* x, int64_t K) {
   for (int64_t k = 0; k < K; ++k)
     if (!std::isfinite(x[k])) return false;
   return true;
 }
 
-void quantize_row(const float* x, int64_t K, int64_t Kp, int8_t* x8, float* scale, uint8_t* bad) {
-  std::fill(x8, x8 + Kp, 0);
-  *scale = 0.0f;
-  *bad = !row_is_finite(x, K);
-  if (*bad) return;
+// Copies row x[K] into xpad[Kp] (zero padded), multiplied by a power of two f chosen
+// so that max|x| lies in [2^-62, 2^62]: then 127/max and sums of four activations
+// stay finite in fp32. Scaling by a power of two is exact, so results computed on
+// xpad are divided by f. Returns f, or 0 when the row holds NaN or Inf.
+float normalize_row(const float* x, int64_t K, int64_t Kp, float* xpad) {
+  if (!row_is_finite(x, K)) return 0.0f;
   float amax = 0.0f;
   for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(x[k]));
-  *scale = amax / 127.0f;
-  const double inv = amax > 0.0f ? 127.0 / amax : 0.0;
-  for (int64_t k = 0; k < K; ++k) x8[k] = round_i8(x[k] * inv);
+  float f = 1.0f;
+  if (amax > 0.0f && (amax < 0x1p-62f || amax > 0x1p62f)) f = std::ldexp(1.0f, -std::ilogb(amax));
+  for (int64_t k = 0; k < K; ++k) xpad[k] = x[k] * f;
+  std::fill(xpad + K, xpad + Kp, 0.0f);
+  return f;
 }
 
-// Ternary tables for one activation row; see quant_types.h for the layout.
-void ternary_tables_row(const float* x, int64_t K, int64_t Kp, int8_t* tab, float* tscale,
-                        uint8_t* bad) {
-  const int64_t steps = Kp / kTernaryStepK;
-  std::fill(tab, tab + steps * kTernaryTableBytes, 0);
-  *tscale = 0.0f;
-  if (!row_is_finite(x, K)) {
-    *bad = 1;
-    return;
-  }
-  *bad = 0;
-  auto at = [&](int64_t k) { return k < K ? x[k] : 0.0f; };
+// Per-row int8 quantization of x[K] into x8[Kp] (zero padded): x8 = round(x * 127/max|x|).
+void quantize_row(const float* x, int64_t K, int64_t Kp, float* xbuf, int8_t* x8, float* scale,
+                  uint8_t* bad) {
+  std::fill(x8, x8 + Kp, 0);
+  *scale = 0.0f;
+  const float f = normalize_row(x, K, Kp, xbuf);
+  *bad = f == 0.0f;
+  if (*bad) return;
   float amax = 0.0f;
-  for (int64_t k = 0; k < K; k += 2) amax = std::max(amax, std::fabs(at(k)) + std::fabs(at(k + 1)));
+  for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(xbuf[k]));
   if (amax == 0.0f) return;
-  *tscale = amax / 127.0f;
-  const double inv = 127.0 / amax;
-  for (int64_t s = 0; s < steps; ++s)
-    for (int j = 0; j < 4; ++j) {
-      const int64_t k = s * kTernaryStepK + 2 * j;
-      const float x0 = at(k), x1 = at(k + 1);
-      int8_t* t = tab + s * kTernaryTableBytes + 16 * j;
-      for (int c = 0; c < 9; ++c) {
-        const float v = (float)(c / 3 - 1) * x0 + (float)(c % 3 - 1) * x1;
-        t[c] = round_i8(v * inv);
-      }
-    }
-}
-
-// INT4 tables (subset sums of 4 activations) for one row, with one table scale per
-// weight group: the kernel converts to float once per group anyway, and a scale per
-// group instead of per row keeps one large activation from coarsening every table.
-void int4_tables_row(const float* x, int64_t K, int64_t Kp, int group_size, int8_t* tab,
-                     float* tscale, float* xsum, uint8_t* bad) {
-  const int64_t steps = Kp / kInt4StepK, G = Kp / group_size;
-  const int64_t group_steps = group_size / kInt4StepK;
-  std::fill(tab, tab + steps * kInt4TableBytes, 0);
-  std::fill(xsum, xsum + G, 0.0f);
-  std::fill(tscale, tscale + G, 0.0f);
-  if (!row_is_finite(x, K)) {
-    *bad = 1;
-    return;
-  }
-  *bad = 0;
-  auto at = [&](int64_t k) { return k < K ? x[k] : 0.0f; };
-  for (int64_t g = 0; g < G; ++g) {
-    double sum = 0.0;
-    for (int64_t k = g * group_size; k < std::min<int64_t>(K, (g + 1) * group_size); ++k) sum += x[k];
-    xsum[g] = (float)sum;
-    // The largest |subset sum| of a quad is the sum of its positive or its negative part.
-    float amax = 0.0f;
-    for (int64_t s = g * group_steps; s < (g + 1) * group_steps; ++s) {
-      float pos = 0.0f, neg = 0.0f;
-      for (int i = 0; i < 4; ++i) {
-        const float v = at(s * kInt4StepK + i);
-        (v > 0 ? pos : neg) += v;
-      }
-      amax = std::max(amax, std::max(pos, -neg));
-    }
-    if (amax == 0.0f) continue;
-    tscale[g] = amax / 127.0f;
-    const double inv = 127.0 / amax;
-    for (int64_t s = g * group_steps; s < (g + 1) * group_steps; ++s) {
-      float sums[16];
-      sums[0] = 0.0f;
-      for (int idx = 1; idx < 16; ++idx) {
-        const int hb = 31 - __builtin_clz(idx);
-        sums[idx] = sums[idx & ~(1 << hb)] + at(s * kInt4StepK + hb);
-      }
-      int8_t* t = tab + s * kInt4TableBytes;
-      for (int idx = 0; idx < 16; ++idx) {
-        t[idx] = round_i8(sums[idx] * inv);
-        t[16 + idx] = (int8_t)-t[idx];
-      }
-    }
-  }
+  *scale = amax / 127.0f / f;
+  const float inv = 127.0f / amax;
+  for (int64_t k = 0; k < K; ++k) x8[k] = round_to_i8(xbuf[k] * inv);
 }
 
 // Split NT tiles into tasks of about kTaskBytes of packed weights, with at least a
@@ -189,9 +117,13 @@ void gemm_ternary(const float* x, int64_t M, const TernaryWeights& w, Method met
 
   if (resolve_method(method, M, false) == Method::kLut) {
     std::vector<int8_t> tables(M * steps * kTernaryTableBytes);
+    std::vector<float> xpad(M * Kp);
     for_each_row(M, [&](int64_t m) {
-      ternary_tables_row(x + m * K, K, Kp, tables.data() + m * steps * kTernaryTableBytes,
-                         &rscale[m], &bad[m]);
+      const float f = normalize_row(x + m * K, K, Kp, xpad.data() + m * Kp);
+      bad[m] = f == 0.0f;
+      rscale[m] = bad[m] ? 0.0f
+                         : kern.ternary_tables(xpad.data() + m * Kp, Kp,
+                                               tables.data() + m * steps * kTernaryTableBytes) / f;
     });
     ThreadPool::instance().parallel_for(num_tasks, [&](int task) {
       const int64_t t0 = task * per_task, t1 = std::min(NT, t0 + per_task);
@@ -207,8 +139,9 @@ void gemm_ternary(const float* x, int64_t M, const TernaryWeights& w, Method met
   }
 
   std::vector<int8_t> x8(M * Kp);
+  std::vector<float> xbuf(M * Kp);
   for_each_row(M, [&](int64_t m) {
-    quantize_row(x + m * K, K, Kp, x8.data() + m * Kp, &rscale[m], &bad[m]);
+    quantize_row(x + m * K, K, Kp, xbuf.data() + m * Kp, x8.data() + m * Kp, &rscale[m], &bad[m]);
   });
   ThreadPool::instance().parallel_for(num_tasks, [&](int task) {
     const int64_t t0 = task * per_task, t1 = std::min(NT, t0 + per_task);
@@ -258,10 +191,21 @@ void gemm_int4(const float* x, int64_t M, const Int4Weights& w, Method method, f
 
   if (resolve_method(method, M, true) == Method::kLut) {
     std::vector<int8_t> tables(M * steps * kInt4TableBytes);
-    std::vector<float> xsum(M * G), tscale(M * G);
+    std::vector<float> xsum(M * G), tscale(M * G), xpad(M * Kp);
     for_each_row(M, [&](int64_t m) {
-      int4_tables_row(x + m * K, K, Kp, (int)gs, tables.data() + m * steps * kInt4TableBytes,
-                      tscale.data() + m * G, xsum.data() + m * G, &bad[m]);
+      const float* xm = x + m * K;
+      const float f = normalize_row(xm, K, Kp, xpad.data() + m * Kp);
+      bad[m] = f == 0.0f;
+      if (bad[m]) return;
+      float* ts = tscale.data() + m * G;
+      kern.int4_tables(xpad.data() + m * Kp, Kp, (int)gs, tables.data() + m * steps * kInt4TableBytes,
+                       ts);
+      for (int64_t g = 0; g < G; ++g) {
+        ts[g] /= f;
+        double sum = 0.0;
+        for (int64_t k = g * gs; k < std::min(K, (g + 1) * gs); ++k) sum += xm[k];
+        xsum[m * G + g] = (float)sum;
+      }
     });
     ThreadPool::instance().parallel_for(num_tasks, [&](int task) {
       const int64_t t0 = task * per_task, t1 = std::min(NT, t0 + per_task);
@@ -277,10 +221,11 @@ void gemm_int4(const float* x, int64_t M, const Int4Weights& w, Method method, f
   }
 
   std::vector<int8_t> x8(M * Kp);
+  std::vector<float> xbuf(M * Kp);
   std::vector<int32_t> xsum8(M * G);
   for_each_row(M, [&](int64_t m) {
     int8_t* row = x8.data() + m * Kp;
-    quantize_row(x + m * K, K, Kp, row, &rscale[m], &bad[m]);
+    quantize_row(x + m * K, K, Kp, xbuf.data() + m * Kp, row, &rscale[m], &bad[m]);
     for (int64_t g = 0; g < G; ++g) {
       int32_t s = 0;
       for (int64_t k = g * gs; k < (g + 1) * gs; ++k) s += row[k];

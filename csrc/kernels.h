@@ -15,6 +15,13 @@ struct Int4TileArgs {
 
 struct IsaKernels {
   const char* name;
+  // Lookup tables for one activation row x[Kp] (zero padded, finite, max|x| in
+  // [2^-62, 2^62]). Ternary fills Kp/8 steps of kTernaryTableBytes and returns the
+  // table scale max_j(|x[2j]| + |x[2j+1]|) / 127 (0 for an all-zero row). INT4 fills
+  // Kp/4 steps of kInt4TableBytes and one table scale per group. Every ISA produces
+  // the same bytes: same fp32 operations, round-half-even.
+  float (*ternary_tables)(const float* x, int64_t Kp, int8_t* tab);
+  void (*int4_tables)(const float* x, int64_t Kp, int group_size, int8_t* tab, float* tscale);
   // Ternary LUT: acc[r] += sum over steps of table lookups (exact in int32).
   void (*lut_ternary_tile)(const uint8_t* codes, const int8_t* tables, int steps,
                            int32_t acc[16]);
@@ -35,12 +42,22 @@ struct IsaKernels {
 };
 
 extern const IsaKernels kScalarKernels;
+// The scalar table builders, shared by ISAs without their own.
+float ternary_tables_scalar(const float* x, int64_t Kp, int8_t* tab);
+void int4_tables_scalar(const float* x, int64_t Kp, int group_size, int8_t* tab, float* tscale);
 #if defined(LUTLM_HAVE_AVX2)
 extern const IsaKernels kAvx2Kernels;
 #endif
 #if defined(LUTLM_HAVE_NEON)
 extern const IsaKernels kNeonKernels;
 #endif
+
+// Round half to even for |v| < 2^22 without a libm call (needs -ffp-contract=off,
+// set for the whole build, so that v is rounded to float before the addition).
+inline int8_t round_to_i8(float v) {
+  const float r = (v + 12582912.0f) - 12582912.0f;
+  return (int8_t)(r > 127.0f ? 127.0f : r < -127.0f ? -127.0f : r);
+}
 
 // IEEE half -> float, exact (no F16C needed).
 inline float fp16_to_fp32(uint16_t h) {

@@ -2,6 +2,8 @@
 // cpu_features.cpp selects it only when the running CPU reports all three.
 #include <immintrin.h>
 
+#include <cstring>
+
 #include "kernels.h"
 #include "quant_types.h"
 
@@ -25,6 +27,139 @@ inline __m256i hsum8_epi32(const __m256i v[8]) {
 inline __m256i lanes_to_rows_epi32(__m256i a16) {
   return _mm256_add_epi32(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(a16)),
                           _mm256_cvtepi16_epi32(_mm256_extracti128_si256(a16, 1)));
+}
+
+// Transposes the 4x4 byte blocks of each 128-bit lane: byte 4i+j -> 4j+i.
+inline __m256i transpose4x4_epi8(__m256i v) {
+  const __m256i idx = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15,
+                                       0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  return _mm256_shuffle_epi8(v, idx);
+}
+
+// Round-half-even to int32 (cvtps uses the default rounding mode) and pack four
+// vectors of 8 lanes to bytes: lane L of the result holds [a, b, c, d] for elements
+// 4L..4L+3 of each input.
+inline __m256i round_pack4(__m256 a, __m256 b, __m256 c, __m256 d, __m256 inv) {
+  const __m256i ab = _mm256_packs_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(a, inv)),
+                                        _mm256_cvtps_epi32(_mm256_mul_ps(b, inv)));
+  const __m256i cd = _mm256_packs_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(c, inv)),
+                                        _mm256_cvtps_epi32(_mm256_mul_ps(d, inv)));
+  return _mm256_packs_epi16(ab, cd);
+}
+
+inline float hmax_ps(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+  return _mm_cvtss_f32(m);
+}
+
+// Same bytes as ternary_tables_scalar, 8 pairs (16 activations) at a time.
+float ternary_tables_avx2(const float* x, int64_t Kp, int8_t* tab) {
+  const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  __m256 vmax = _mm256_setzero_ps();
+  for (int64_t k = 0; k < Kp; k += 16) {
+    const __m256 a = _mm256_loadu_ps(x + k), b = _mm256_loadu_ps(x + k + 8);
+    const __m256 ev = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+    const __m256 od = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+    vmax = _mm256_max_ps(vmax, _mm256_add_ps(_mm256_and_ps(ev, absmask), _mm256_and_ps(od, absmask)));
+  }
+  const float amax = hmax_ps(vmax);
+  if (amax == 0.0f) {
+    std::memset(tab, 0, (size_t)(Kp / kTernaryStepK) * kTernaryTableBytes);
+    return 0.0f;
+  }
+  const __m256 inv = _mm256_set1_ps(127.0f / amax);
+  // Table of a pair from its bytes [s a b d -s -a -b -d] at offset 0 (A) or 8 (B):
+  // entries -s, -a, -d, -b, 0, b, d, a, s (0x80 gives zero).
+  const __m256i idx_a = _mm256_setr_epi8(4, 5, 7, 6, -128, 2, 3, 1, 0, -128, -128, -128, -128,
+                                         -128, -128, -128, 4, 5, 7, 6, -128, 2, 3, 1, 0, -128,
+                                         -128, -128, -128, -128, -128, -128);
+  const __m256i idx_b = _mm256_add_epi8(idx_a, _mm256_setr_epi8(
+      8, 8, 8, 8, 0, 8, 8, 8, 8, 0, 0, 0, 0, 0, 0, 0, 8, 8, 8, 8, 0, 8, 8, 8, 8, 0, 0, 0, 0, 0, 0, 0));
+  for (int64_t k = 0; k < Kp; k += 16, tab += 128) {
+    const __m256 a = _mm256_loadu_ps(x + k), b = _mm256_loadu_ps(x + k + 8);
+    // Lanes hold pairs in the order 0 1 4 5 | 2 3 6 7.
+    const __m256 x0 = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+    const __m256 x1 = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+    const __m256i q = transpose4x4_epi8(
+        round_pack4(_mm256_add_ps(x0, x1), x0, x1, _mm256_sub_ps(x0, x1), inv));
+    const __m256i nq = _mm256_sub_epi8(_mm256_setzero_si256(), q);
+    const __m256i lo = _mm256_unpacklo_epi32(q, nq);  // pairs 0, 1 | 2, 3
+    const __m256i hi = _mm256_unpackhi_epi32(q, nq);  // pairs 4, 5 | 6, 7
+    const __m256i t02 = _mm256_shuffle_epi8(lo, idx_a), t13 = _mm256_shuffle_epi8(lo, idx_b);
+    const __m256i t46 = _mm256_shuffle_epi8(hi, idx_a), t57 = _mm256_shuffle_epi8(hi, idx_b);
+    __m256i* out = (__m256i*)tab;
+    _mm256_storeu_si256(out + 0, _mm256_permute2x128_si256(t02, t13, 0x20));
+    _mm256_storeu_si256(out + 1, _mm256_permute2x128_si256(t02, t13, 0x31));
+    _mm256_storeu_si256(out + 2, _mm256_permute2x128_si256(t46, t57, 0x20));
+    _mm256_storeu_si256(out + 3, _mm256_permute2x128_si256(t46, t57, 0x31));
+  }
+  return amax / 127.0f;
+}
+
+// Loads 8 quads (32 activations) as X[i] = element i of each quad; lanes hold the
+// quads in the order 0 2 4 6 | 1 3 5 7.
+inline void load_quads(const float* x, __m256 X[4]) {
+  const __m256 a = _mm256_loadu_ps(x), b = _mm256_loadu_ps(x + 8);
+  const __m256 c = _mm256_loadu_ps(x + 16), d = _mm256_loadu_ps(x + 24);
+  const __m256 ab_lo = _mm256_unpacklo_ps(a, b), ab_hi = _mm256_unpackhi_ps(a, b);
+  const __m256 cd_lo = _mm256_unpacklo_ps(c, d), cd_hi = _mm256_unpackhi_ps(c, d);
+  X[0] = _mm256_shuffle_ps(ab_lo, cd_lo, _MM_SHUFFLE(1, 0, 1, 0));
+  X[1] = _mm256_shuffle_ps(ab_lo, cd_lo, _MM_SHUFFLE(3, 2, 3, 2));
+  X[2] = _mm256_shuffle_ps(ab_hi, cd_hi, _MM_SHUFFLE(1, 0, 1, 0));
+  X[3] = _mm256_shuffle_ps(ab_hi, cd_hi, _MM_SHUFFLE(3, 2, 3, 2));
+}
+
+// Same bytes as int4_tables_scalar, 8 quads at a time.
+void int4_tables_avx2(const float* x, int64_t Kp, int group_size, int8_t* tab, float* tscale) {
+  const __m256 zero = _mm256_setzero_ps();
+  for (int64_t g = 0; g < Kp / group_size; ++g) {
+    const float* xg = x + g * group_size;
+    int8_t* tg = tab + (g * group_size / kInt4StepK) * kInt4TableBytes;
+    __m256 vmax = zero;
+    for (int k = 0; k < group_size; k += 32) {
+      __m256 X[4];
+      load_quads(xg + k, X);
+      __m256 pos = _mm256_max_ps(X[0], zero), neg = _mm256_min_ps(X[0], zero);
+      for (int i = 1; i < 4; ++i) {
+        pos = _mm256_add_ps(pos, _mm256_max_ps(X[i], zero));
+        neg = _mm256_add_ps(neg, _mm256_min_ps(X[i], zero));
+      }
+      vmax = _mm256_max_ps(vmax, _mm256_max_ps(pos, _mm256_sub_ps(zero, neg)));
+    }
+    const float amax = hmax_ps(vmax);
+    tscale[g] = amax / 127.0f;
+    if (amax == 0.0f) {
+      std::memset(tg, 0, (size_t)(group_size / kInt4StepK) * kInt4TableBytes);
+      continue;
+    }
+    const __m256 inv = _mm256_set1_ps(127.0f / amax);
+    for (int k = 0; k < group_size; k += 32, tg += 8 * kInt4TableBytes) {
+      __m256 X[4], S[16];
+      load_quads(xg + k, X);
+      S[0] = zero;
+      for (int idx = 1; idx < 16; ++idx) {
+        const int hb = 31 - __builtin_clz(idx);
+        S[idx] = idx == (1 << hb) ? X[hb] : _mm256_add_ps(S[idx & ~(1 << hb)], X[hb]);
+      }
+      // B[j] lane 0 holds entries 4j..4j+3 of quads 0 2 4 6, lane 1 of quads 1 3 5 7.
+      __m256i B[4];
+      for (int j = 0; j < 4; ++j)
+        B[j] = transpose4x4_epi8(round_pack4(S[4 * j], S[4 * j + 1], S[4 * j + 2], S[4 * j + 3], inv));
+      const __m256i l01 = _mm256_unpacklo_epi32(B[0], B[1]), h01 = _mm256_unpackhi_epi32(B[0], B[1]);
+      const __m256i l23 = _mm256_unpacklo_epi32(B[2], B[3]), h23 = _mm256_unpackhi_epi32(B[2], B[3]);
+      const __m256i T[4] = {_mm256_unpacklo_epi64(l01, l23), _mm256_unpackhi_epi64(l01, l23),
+                            _mm256_unpacklo_epi64(h01, h23), _mm256_unpackhi_epi64(h01, h23)};
+      // T[j] = [table of quad 2j | table of quad 2j+1]; each quad's step is [T | -T].
+      for (int j = 0; j < 4; ++j) {
+        const __m256i n = _mm256_sub_epi8(_mm256_setzero_si256(), T[j]);
+        __m256i* out = (__m256i*)(tg + 2 * j * kInt4TableBytes);
+        _mm256_storeu_si256(out, _mm256_permute2x128_si256(T[j], n, 0x20));
+        _mm256_storeu_si256(out + 1, _mm256_permute2x128_si256(T[j], n, 0x31));
+      }
+    }
+  }
 }
 
 void lut_ternary_tile_avx2(const uint8_t* codes, const int8_t* tables, int steps,
@@ -166,7 +301,7 @@ void mad_int4_rows_avx2(const int8_t* x8, float xs, const int32_t* xsum8, const 
 }  // namespace
 
 const IsaKernels kAvx2Kernels = {
-    "avx2", lut_ternary_tile_avx2, lut_int4_tile_avx2, mad_ternary_rows_avx2,
+    "avx2", ternary_tables_avx2, int4_tables_avx2, lut_ternary_tile_avx2, lut_int4_tile_avx2, mad_ternary_rows_avx2,
     mad_int4_rows_avx2,
 };
 

@@ -128,7 +128,7 @@ void mad_int4_rows_neon(const int8_t* x8, float xs, const int32_t* xsum8, const 
 }  // namespace
 
 const IsaKernels kNeonKernels = {
-    "neon", lut_ternary_tile_neon, lut_int4_tile_neon, mad_ternary_rows_neon,
+    "neon", ternary_tables_scalar, int4_tables_scalar, lut_ternary_tile_neon, lut_int4_tile_neon, mad_ternary_rows_neon,
     mad_int4_rows_neon,
 };
 

@@ -1,12 +1,68 @@
 // Scalar reference kernels: the definition every SIMD path is tested against.
 // They read the same packed layouts (quant_types.h) and perform the same integer
 // and floating-point operations in the same order, so SIMD results match exactly.
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "kernels.h"
 #include "quant_types.h"
 
 namespace lutlm {
+
+// Ternary table of a pair (x0, x1), entry c = 3*(w0+1) + (w1+1): by symmetry only
+// x0+x1, x0, x1 and x0-x1 are rounded; the other entries are their negations.
+float ternary_tables_scalar(const float* x, int64_t Kp, int8_t* tab) {
+  float amax = 0.0f;
+  for (int64_t k = 0; k < Kp; k += 2) amax = std::max(amax, std::fabs(x[k]) + std::fabs(x[k + 1]));
+  std::memset(tab, 0, (size_t)(Kp / kTernaryStepK) * kTernaryTableBytes);
+  if (amax == 0.0f) return 0.0f;
+  const float inv = 127.0f / amax;
+  for (int64_t j = 0; j < Kp / 2; ++j) {
+    const float x0 = x[2 * j], x1 = x[2 * j + 1];
+    const int8_t s = round_to_i8((x0 + x1) * inv), a = round_to_i8(x0 * inv);
+    const int8_t b = round_to_i8(x1 * inv), d = round_to_i8((x0 - x1) * inv);
+    int8_t* t = tab + j * 16;  // pair j = step j/4, slot j%4
+    const int8_t entries[9] = {(int8_t)-s, (int8_t)-a, (int8_t)-d, (int8_t)-b, 0, b, d, a, s};
+    std::memcpy(t, entries, 9);
+  }
+  return amax / 127.0f;
+}
+
+void int4_tables_scalar(const float* x, int64_t Kp, int group_size, int8_t* tab,
+                        float* tscale) {
+  const int64_t quads_per_group = group_size / kInt4StepK;
+  std::memset(tab, 0, (size_t)(Kp / kInt4StepK) * kInt4TableBytes);
+  for (int64_t g = 0; g < Kp / group_size; ++g) {
+    const int64_t q0 = g * quads_per_group, q1 = q0 + quads_per_group;
+    // The largest |subset sum| of a quad is the sum of its positive or negative part.
+    float amax = 0.0f;
+    for (int64_t q = q0; q < q1; ++q) {
+      float pos = 0.0f, neg = 0.0f;
+      for (int i = 0; i < 4; ++i) {
+        const float v = x[4 * q + i];
+        pos += v > 0.0f ? v : 0.0f;
+        neg += v < 0.0f ? v : 0.0f;
+      }
+      amax = std::max(amax, std::max(pos, -neg));
+    }
+    tscale[g] = amax / 127.0f;
+    if (amax == 0.0f) continue;
+    const float inv = 127.0f / amax;
+    for (int64_t q = q0; q < q1; ++q) {
+      float sums[16];
+      sums[0] = 0.0f;
+      int8_t* t = tab + q * kInt4TableBytes;
+      for (int idx = 1; idx < 16; ++idx) {
+        const int hb = 31 - __builtin_clz(idx);
+        sums[idx] = sums[idx & ~(1 << hb)] + x[4 * q + hb];
+        t[idx] = round_to_i8(sums[idx] * inv);
+        t[16 + idx] = (int8_t)-t[idx];
+      }
+    }
+  }
+}
+
 namespace {
 
 void lut_ternary_tile_scalar(const uint8_t* codes, const int8_t* tables, int steps,
@@ -76,7 +132,7 @@ void mad_int4_rows_scalar(const int8_t* x8, float xs, const int32_t* xsum8, cons
 }  // namespace
 
 const IsaKernels kScalarKernels = {
-    "scalar", lut_ternary_tile_scalar, lut_int4_tile_scalar, mad_ternary_rows_scalar,
+    "scalar", ternary_tables_scalar, int4_tables_scalar, lut_ternary_tile_scalar, lut_int4_tile_scalar, mad_ternary_rows_scalar,
     mad_int4_rows_scalar,
 };
 

@@ -41,19 +41,19 @@ def emulate_ternary_lut(x: np.ndarray, t: np.ndarray, scales: np.ndarray) -> np.
     x0, x1 = pairs(x.astype(np.float32))  # [M, P]
     w0, w1 = pairs(t.astype(np.float32))  # [N, P]
     amax = (np.abs(x0) + np.abs(x1)).max(axis=1)  # float32, as the kernel
-    inv = np.where(amax > 0, 127.0 / np.maximum(amax.astype(np.float64), 1e-300), 0.0)
+    inv = np.float32(127) / np.where(amax > 0, amax, np.float32(1))
     v = w0[None] * x0[:, None] + w1[None] * x1[:, None]  # float32 [M, N, P]
-    q = np.clip(np.rint(v.astype(np.float64) * inv[:, None, None]), -127, 127)
-    acc = q.sum(axis=2).astype(np.float32)
+    q = np.clip(np.rint(v * inv[:, None, None]), -127, 127)
+    acc = q.sum(axis=2, dtype=np.float64).astype(np.float32)
     tscale = amax / np.float32(127.0)
     return (acc * tscale[:, None]) * scales[None, :]
 
 
 def emulate_ternary_mad(x: np.ndarray, t: np.ndarray, scales: np.ndarray) -> np.ndarray:
     amax = np.abs(x).max(axis=1).astype(np.float32)
-    inv = np.where(amax > 0, 127.0 / np.maximum(amax.astype(np.float64), 1e-300), 0.0)
-    x8 = np.clip(np.rint(x.astype(np.float64) * inv[:, None]), -127, 127)
-    acc = (x8 @ t.T.astype(np.float64)).astype(np.float32)
+    inv = np.float32(127) / np.where(amax > 0, amax, np.float32(1))
+    x8 = np.clip(np.rint(x.astype(np.float32) * inv[:, None]), -127, 127)
+    acc = (x8.astype(np.float64) @ t.T.astype(np.float64)).astype(np.float32)
     return (acc * (amax / np.float32(127.0))[:, None]) * scales[None, :]
 
 

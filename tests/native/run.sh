@@ -11,7 +11,7 @@ OUT=tests/native/build
 mkdir -p "$OUT"
 
 # LUTLM_HAVE_NEON gives kNeonKernels its extern declaration (external linkage).
-"$CXX" -std=c++17 -O2 -static -Icsrc -DLUTLM_HAVE_NEON=1 -Wall -Wextra \
+"$CXX" -std=c++17 -O2 -ffp-contract=off -static -Icsrc -DLUTLM_HAVE_NEON=1 -Wall -Wextra \
   tests/native/test_kernels.cpp csrc/kernels_scalar.cpp csrc/kernels_neon.cpp \
   -o "$OUT/test_kernels_aarch64"
 
