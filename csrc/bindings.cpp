@@ -71,6 +71,14 @@ int64_t ternary_kp(int64_t K) { return round_up(K, kKAlign); }
 int64_t int4_kp(int64_t K, int gs) { return round_up(K, std::max(kKAlign, gs)); }
 int64_t num_tiles(int64_t N) { return (N + kTileRows - 1) / kTileRows; }
 
+// Tile t decoded in quad layout [k/4][16][4] -> rows of the row-major out[N, K].
+template <typename T>
+void unquad(const T* tile, int64_t t, int64_t N, int64_t K, T* out) {
+  for (int r = 0; r < kTileRows && t * kTileRows + r < N; ++r)
+    for (int64_t k = 0; k < K; ++k)
+      out[(t * kTileRows + r) * K + k] = tile[(k / 4) * kTileRows * 4 + r * 4 + k % 4];
+}
+
 py::array_t<float> activations(const py::object& obj, int64_t K) {
   py::array a = py::array::ensure(obj);
   if (!a) fail("x must be array-like");
@@ -166,9 +174,8 @@ PYBIND11_MODULE(_C, mod) {
     py::array_t<int8_t> w({N, K});
     std::vector<int8_t> tile((size_t)kTileRows * Kp);
     for (int64_t t = 0; t < num_tiles(N); ++t) {
-      decode_ternary_tile(codes.data() + t * steps * kStepBytes, (int)steps, tile.data(), (int)Kp);
-      for (int r = 0; r < kTileRows && t * kTileRows + r < N; ++r)
-        std::copy_n(tile.data() + r * Kp, K, w.mutable_data() + (t * kTileRows + r) * K);
+      decode_ternary_tile(codes.data() + t * steps * kStepBytes, (int)steps, tile.data());
+      unquad(tile.data(), t, N, K, w.mutable_data());
     }
     return w;
   }, py::arg("codes"), py::arg("N"), py::arg("K"));
@@ -182,9 +189,8 @@ PYBIND11_MODULE(_C, mod) {
     py::array_t<uint8_t> q({N, K});
     std::vector<uint8_t> tile((size_t)kTileRows * Kp);
     for (int64_t t = 0; t < num_tiles(N); ++t) {
-      decode_int4_tile(codes.data() + t * steps * kStepBytes, (int)steps, tile.data(), (int)Kp);
-      for (int r = 0; r < kTileRows && t * kTileRows + r < N; ++r)
-        std::copy_n(tile.data() + r * Kp, K, q.mutable_data() + (t * kTileRows + r) * K);
+      decode_int4_tile(codes.data() + t * steps * kStepBytes, (int)steps, tile.data());
+      unquad(tile.data(), t, N, K, q.mutable_data());
     }
     return q;
   }, py::arg("codes"), py::arg("N"), py::arg("K"), py::arg("group_size"));

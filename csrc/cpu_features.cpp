@@ -59,6 +59,7 @@ CpuInfo detect() {
       {"f16c", __builtin_cpu_supports("f16c")},
       {"avx512f", __builtin_cpu_supports("avx512f")},
       {"avx512bw", __builtin_cpu_supports("avx512bw")},
+      {"avx512vl", __builtin_cpu_supports("avx512vl")},
       {"avx512vnni", __builtin_cpu_supports("avx512vnni")},
   };
   for (const auto& f : feats)
@@ -76,6 +77,7 @@ const IsaKernels* kernels_by_name(const std::string& name) {
   if (name == "scalar") return &kScalarKernels;
 #if defined(LUTLM_HAVE_AVX2)
   if (name == "avx2") return &kAvx2Kernels;
+  if (name == "avx512") return &kAvx512Kernels;
 #endif
 #if defined(LUTLM_HAVE_NEON)
   if (name == "neon") return &kNeonKernels;
@@ -106,8 +108,12 @@ std::vector<std::string> available_isas() {
   std::vector<std::string> out;
   const CpuInfo& info = cpu_info();
 #if defined(LUTLM_HAVE_AVX2)
-  if (has_feature(info, "avx2") && has_feature(info, "fma") && has_feature(info, "f16c"))
-    out.push_back("avx2");
+  // libgcc's feature bits already require the OS to save the YMM/ZMM state.
+  const bool avx2 = has_feature(info, "avx2") && has_feature(info, "fma") && has_feature(info, "f16c");
+  if (avx2 && has_feature(info, "avx512f") && has_feature(info, "avx512bw") &&
+      has_feature(info, "avx512vl") && has_feature(info, "avx512vnni"))
+    out.push_back("avx512");
+  if (avx2) out.push_back("avx2");
 #endif
 #if defined(LUTLM_HAVE_NEON)
   if (has_feature(info, "neon")) out.push_back("neon");

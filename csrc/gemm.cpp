@@ -29,12 +29,6 @@ constexpr int kMadKBlock = 512;
 // A task's slice of packed weights should stay in L2 while all M rows pass over it.
 constexpr int64_t kTaskBytes = 256 * 1024;
 
-// Measured crossovers (bench/gemm.py, bench/RESULTS.md): above these M the MAD
-// kernels win, because their per-weight decode is paid once per K-block for all rows
-// while the LUT kernels pay per row.
-constexpr int kTernaryLutMaxM = 4;
-constexpr int kInt4LutMaxM = 2;
-
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
 bool row_is_finite(const float* x, int64_t K) {
@@ -90,7 +84,12 @@ void for_each_row(int64_t M, F&& f) {
 
 }  // namespace
 
-int lut_max_m(bool int4) { return int4 ? kInt4LutMaxM : kTernaryLutMaxM; }
+// Above the crossover M the MAD kernels win: their decode is paid once per K-block
+// for all rows of x, while the LUT kernels pay their lookups per row.
+int lut_max_m(bool int4) {
+  const IsaKernels& k = active_kernels();
+  return int4 ? k.lut_max_m_int4 : k.lut_max_m_ternary;
+}
 
 Method resolve_method(Method m, int64_t M, bool int4) {
   if (m != Method::kAuto) return m;
@@ -140,8 +139,16 @@ void gemm_ternary(const float* x, int64_t M, const TernaryWeights& w, Method met
 
   std::vector<int8_t> x8(M * Kp);
   std::vector<float> xbuf(M * Kp);
+  const int64_t num_kb = (Kp + kMadKBlock - 1) / kMadKBlock;
+  std::vector<int32_t> bsum(M * num_kb);  // sum of x8 over each K-block
   for_each_row(M, [&](int64_t m) {
+    const int8_t* row = x8.data() + m * Kp;
     quantize_row(x + m * K, K, Kp, xbuf.data() + m * Kp, x8.data() + m * Kp, &rscale[m], &bad[m]);
+    for (int64_t b = 0; b < num_kb; ++b) {
+      int32_t s = 0;
+      for (int64_t k = b * kMadKBlock; k < std::min(Kp, (b + 1) * kMadKBlock); ++k) s += row[k];
+      bsum[m * num_kb + b] = s;
+    }
   });
   ThreadPool::instance().parallel_for(num_tasks, [&](int task) {
     const int64_t t0 = task * per_task, t1 = std::min(NT, t0 + per_task);
@@ -152,10 +159,10 @@ void gemm_ternary(const float* x, int64_t M, const TernaryWeights& w, Method met
       for (int64_t kb = 0; kb < Kp; kb += kMadKBlock) {
         const int klen = (int)std::min<int64_t>(kMadKBlock, Kp - kb);
         decode_ternary_tile(w.codes + t * tile_bytes + (kb / kTernaryStepK) * kStepBytes,
-                            klen / kTernaryStepK, w8.data(), kMadKBlock);
+                            klen / kTernaryStepK, w8.data());
         for (int64_t m = 0; m < M; ++m)
-          kern.mad_ternary_rows(x8.data() + m * Kp + kb, w8.data(), kMadKBlock, klen,
-                                acc.data() + m * kTileRows);
+          kern.mad_ternary_tile(x8.data() + m * Kp + kb, bsum[m * num_kb + kb / kMadKBlock],
+                                w8.data(), klen, acc.data() + m * kTileRows);
       }
       for (int64_t m = 0; m < M; ++m) store(m, t, acc.data() + m * kTileRows);
     }
@@ -241,11 +248,10 @@ void gemm_int4(const float* x, int64_t M, const Int4Weights& w, Method method, f
       for (int64_t kb = 0; kb < Kp; kb += kMadKBlock) {
         const int klen = (int)std::min<int64_t>(kMadKBlock, Kp - kb);
         const Int4TileArgs a = tile_args(t, kb / gs, (int)(klen / gs));
-        decode_int4_tile(a.codes, klen / kInt4StepK, w8.data(), kMadKBlock);
+        decode_int4_tile(a.codes, klen / kInt4StepK, w8.data());
         for (int64_t m = 0; m < M; ++m)
-          kern.mad_int4_rows(x8.data() + m * Kp + kb, rscale[m], xsum8.data() + m * G + kb / gs,
-                             w8.data(), kMadKBlock, a.d, a.m, a.groups, (int)gs,
-                             acc.data() + m * kTileRows);
+          kern.mad_int4_tile(x8.data() + m * Kp + kb, rscale[m], xsum8.data() + m * G + kb / gs,
+                             w8.data(), a.d, a.m, a.groups, (int)gs, acc.data() + m * kTileRows);
       }
       for (int64_t m = 0; m < M; ++m) store(m, t, acc.data() + m * kTileRows);
     }

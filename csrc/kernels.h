@@ -30,15 +30,21 @@ struct IsaKernels {
   // when m is given).
   void (*lut_int4_tile)(const Int4TileArgs& w, const int8_t* tables, const float* tscale,
                         const float* xsum, float y[16]);
-  // Ternary int8 dot for 16 rows: acc[r] += sum_k x8[k] * w8[r*ldw + k], with
-  // w8 in {-1,0,1} and k_len a multiple of kKAlign.
-  void (*mad_ternary_rows)(const int8_t* x8, const int8_t* w8, int ldw, int k_len,
+  // The MAD kernels read a tile decoded to int8 in quad layout: wq[k/4][16 rows][4],
+  // i.e. 64 bytes per 4 values of k (one broadcast 32-bit load of x8 serves 16 rows).
+  // Ternary: acc[r] += sum_k x8[k] * w[r][k] with w in {-1,0,1}; k_len % 32 == 0.
+  // x_sum = sum_k x8[k], for kernels that multiply by w+1 (unsigned) and subtract it.
+  void (*mad_ternary_tile)(const int8_t* x8, int32_t x_sum, const int8_t* wq, int k_len,
                            int32_t acc[16]);
-  // INT4 int8 dot: y[r] += sum_g xs * (d * sum_{k in g} x8*q + m * xsum8[g]) for
-  // 16 rows whose codes q (0..15) were decoded to w8 [16][k_len] (row stride ldw).
-  void (*mad_int4_rows)(const int8_t* x8, float xs, const int32_t* xsum8,
-                        const uint8_t* w8, int ldw, const uint16_t* d, const uint16_t* m,
-                        int groups, int group_size, float y[16]);
+  // INT4 with codes q in 0..15: per group g, dot = sum_{k in g} x8[k] * q[r][k] (exact),
+  // then y[r] = fma(d, dot*xs, y[r]); fma(m, xsum8[g]*xs, y[r]) when m is given, else
+  // y[r] = fma(d, (dot - 8*xsum8[g])*xs, y[r]), in this order for every ISA.
+  void (*mad_int4_tile)(const int8_t* x8, float xs, const int32_t* xsum8, const uint8_t* wq,
+                        const uint16_t* d, const uint16_t* m, int groups, int group_size,
+                        float y[16]);
+  // Method::kAuto uses LUT for M up to these, MAD above (measured: bench/RESULTS.md).
+  int lut_max_m_ternary;
+  int lut_max_m_int4;
 };
 
 extern const IsaKernels kScalarKernels;
@@ -47,6 +53,7 @@ float ternary_tables_scalar(const float* x, int64_t Kp, int8_t* tab);
 void int4_tables_scalar(const float* x, int64_t Kp, int group_size, int8_t* tab, float* tscale);
 #if defined(LUTLM_HAVE_AVX2)
 extern const IsaKernels kAvx2Kernels;
+extern const IsaKernels kAvx512Kernels;
 #endif
 #if defined(LUTLM_HAVE_NEON)
 extern const IsaKernels kNeonKernels;

@@ -1,26 +1,16 @@
 // AVX2 + FMA + F16C kernels. This file alone is compiled with -mavx2 -mfma -mf16c;
-// cpu_features.cpp selects it only when the running CPU reports all three.
+// cpu_features.cpp selects it only when the running CPU reports all three. The
+// AVX-512 table (kernels_avx512.cpp) reuses the table builders and LUT kernels.
 #include <immintrin.h>
 
 #include <cstring>
 
 #include "kernels.h"
+#include "kernels_x86.h"
 #include "quant_types.h"
 
 namespace lutlm {
-namespace {
-
-// Sum each of eight int32x8 vectors: result lane i = horizontal sum of v[i].
-inline __m256i hsum8_epi32(const __m256i v[8]) {
-  const __m256i h01 = _mm256_hadd_epi32(v[0], v[1]);
-  const __m256i h23 = _mm256_hadd_epi32(v[2], v[3]);
-  const __m256i h45 = _mm256_hadd_epi32(v[4], v[5]);
-  const __m256i h67 = _mm256_hadd_epi32(v[6], v[7]);
-  const __m256i a = _mm256_hadd_epi32(h01, h23);  // lanes: low halves | high halves
-  const __m256i b = _mm256_hadd_epi32(h45, h67);
-  return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20),
-                          _mm256_permute2x128_si256(a, b, 0x31));
-}
+namespace avx2 {
 
 // Both 128-bit lanes hold rows 0..7 of an int16 accumulator (for different slots):
 // widen and add the lanes.
@@ -234,75 +224,83 @@ void lut_int4_tile_avx2(const Int4TileArgs& w, const int8_t* tables, const float
   _mm256_storeu_ps(y + 8, y1);
 }
 
-void mad_ternary_rows_avx2(const int8_t* x8, const int8_t* w8, int ldw, int k_len,
-                           int32_t acc[16]) {
-  const __m256i ones8 = _mm256_set1_epi8(1);
-  const __m256i ones16 = _mm256_set1_epi16(1);
-  for (int r0 = 0; r0 < kTileRows; r0 += 8) {
-    __m256i a32[8];
-    for (int i = 0; i < 8; ++i) a32[i] = _mm256_setzero_si256();
-    for (int k = 0; k < k_len;) {
-      // maddubs(1, x*sign(w)) adds at most 2*127 per int16 lane: flush before 129.
-      const int end = k + 128 * 32 < k_len ? k + 128 * 32 : k_len;
-      __m256i a16[8];
-      for (int i = 0; i < 8; ++i) a16[i] = _mm256_setzero_si256();
-      for (; k < end; k += 32) {
-        const __m256i x = _mm256_loadu_si256((const __m256i*)(x8 + k));
-        for (int i = 0; i < 8; ++i) {
-          const __m256i wv =
-              _mm256_loadu_si256((const __m256i*)(w8 + (size_t)(r0 + i) * ldw + k));
-          a16[i] = _mm256_add_epi16(a16[i], _mm256_maddubs_epi16(ones8, _mm256_sign_epi8(x, wv)));
-        }
-      }
-      for (int i = 0; i < 8; ++i) a32[i] = _mm256_add_epi32(a32[i], _mm256_madd_epi16(a16[i], ones16));
-    }
-    __m256i* out = (__m256i*)(acc + r0);
-    _mm256_storeu_si256(out, _mm256_add_epi32(_mm256_loadu_si256(out), hsum8_epi32(a32)));
-  }
+inline __m256i bcast_x4(const int8_t* x) {
+  int32_t v;
+  std::memcpy(&v, x, 4);
+  return _mm256_set1_epi32(v);
 }
 
-void mad_int4_rows_avx2(const int8_t* x8, float xs, const int32_t* xsum8, const uint8_t* w8,
-                        int ldw, const uint16_t* d, const uint16_t* m, int groups,
-                        int group_size, float y[16]) {
+void mad_ternary_tile_avx2(const int8_t* x8, int32_t /*x_sum*/, const int8_t* wq, int k_len,
+                           int32_t acc[16]) {
+  const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+  __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();  // rows 0-7, 8-15
+  for (int q = 0; q < k_len / 4;) {
+    // Each quad adds at most 2*127 to an int16 lane: flush every 128 quads.
+    const int end = q + 128 < k_len / 4 ? q + 128 : k_len / 4;
+    __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+    for (; q < end; ++q) {
+      const __m256i x = bcast_x4(x8 + 4 * q);
+      const __m256i w0 = _mm256_loadu_si256((const __m256i*)(wq + 64 * q));
+      const __m256i w1 = _mm256_loadu_si256((const __m256i*)(wq + 64 * q + 32));
+      s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(ones8, _mm256_sign_epi8(x, w0)));
+      s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(ones8, _mm256_sign_epi8(x, w1)));
+    }
+    a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(s0, ones16));
+    a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(s1, ones16));
+  }
+  __m256i* out = (__m256i*)acc;
+  _mm256_storeu_si256(out, _mm256_add_epi32(_mm256_loadu_si256(out), a0));
+  _mm256_storeu_si256(out + 1, _mm256_add_epi32(_mm256_loadu_si256(out + 1), a1));
+}
+
+void mad_int4_tile_avx2(const int8_t* x8, float xs, const int32_t* xsum8, const uint8_t* wq,
+                        const uint16_t* d, const uint16_t* m, int groups, int group_size,
+                        float y[16]) {
   const __m256i ones16 = _mm256_set1_epi16(1);
   const __m256 xsv = _mm256_set1_ps(xs);
-  for (int r0 = 0; r0 < kTileRows; r0 += 8) {
-    __m256 acc = _mm256_loadu_ps(y + r0);
-    for (int g = 0; g < groups; ++g) {
-      const int off = g * group_size;
-      __m256i a32[8];
-      for (int i = 0; i < 8; ++i) {
-        // q*x pairs <= 2*15*127 per int16 lane; a 128-wide group adds 4 of them.
-        __m256i a16 = _mm256_setzero_si256();
-        const uint8_t* wr = w8 + (size_t)(r0 + i) * ldw + off;
-        for (int k = 0; k < group_size; k += 32) {
-          const __m256i x = _mm256_loadu_si256((const __m256i*)(x8 + off + k));
-          const __m256i q = _mm256_loadu_si256((const __m256i*)(wr + k));
-          a16 = _mm256_add_epi16(a16, _mm256_maddubs_epi16(q, x));
-        }
-        a32[i] = _mm256_madd_epi16(a16, ones16);
+  __m256 y0 = _mm256_loadu_ps(y), y1 = _mm256_loadu_ps(y + 8);
+  const int quads = group_size / 4;
+  for (int g = 0; g < groups; ++g) {
+    __m256i dot0 = _mm256_setzero_si256(), dot1 = _mm256_setzero_si256();
+    for (int q = 0; q < quads; q += 8) {
+      // q*x pairs are at most 2*15*127 per int16 lane: flush every 8 quads.
+      __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+      for (int i = 0; i < 8; ++i, wq += 64) {
+        const __m256i x = bcast_x4(x8 + (g * quads + q + i) * 4);
+        s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i*)wq), x));
+        s1 = _mm256_add_epi16(
+            s1, _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i*)(wq + 32)), x));
       }
-      const __m256i dot = hsum8_epi32(a32);
-      const __m256i xsum = _mm256_set1_epi32(xsum8[g]);
-      const __m256 dg = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(d + g * 16 + r0)));
-      if (m) {
-        const __m256 mg = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(m + g * 16 + r0)));
-        acc = _mm256_fmadd_ps(dg, _mm256_mul_ps(_mm256_cvtepi32_ps(dot), xsv), acc);
-        acc = _mm256_fmadd_ps(mg, _mm256_mul_ps(_mm256_cvtepi32_ps(xsum), xsv), acc);
-      } else {
-        const __m256i t = _mm256_sub_epi32(dot, _mm256_slli_epi32(xsum, 3));
-        acc = _mm256_fmadd_ps(dg, _mm256_mul_ps(_mm256_cvtepi32_ps(t), xsv), acc);
-      }
+      dot0 = _mm256_add_epi32(dot0, _mm256_madd_epi16(s0, ones16));
+      dot1 = _mm256_add_epi32(dot1, _mm256_madd_epi16(s1, ones16));
     }
-    _mm256_storeu_ps(y + r0, acc);
+    const __m256 d0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(d + g * 16)));
+    const __m256 d1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(d + g * 16 + 8)));
+    const __m256i xsum = _mm256_set1_epi32(xsum8[g]);
+    if (m) {
+      const __m256 m0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(m + g * 16)));
+      const __m256 m1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(m + g * 16 + 8)));
+      const __m256 mx = _mm256_mul_ps(_mm256_cvtepi32_ps(xsum), xsv);
+      y0 = _mm256_fmadd_ps(d0, _mm256_mul_ps(_mm256_cvtepi32_ps(dot0), xsv), y0);
+      y1 = _mm256_fmadd_ps(d1, _mm256_mul_ps(_mm256_cvtepi32_ps(dot1), xsv), y1);
+      y0 = _mm256_fmadd_ps(m0, mx, y0);
+      y1 = _mm256_fmadd_ps(m1, mx, y1);
+    } else {
+      const __m256i x8s = _mm256_slli_epi32(xsum, 3);
+      y0 = _mm256_fmadd_ps(d0, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(dot0, x8s)), xsv), y0);
+      y1 = _mm256_fmadd_ps(d1, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(dot1, x8s)), xsv), y1);
+    }
   }
+  _mm256_storeu_ps(y, y0);
+  _mm256_storeu_ps(y + 8, y1);
 }
 
-}  // namespace
+}  // namespace avx2
 
 const IsaKernels kAvx2Kernels = {
-    "avx2", ternary_tables_avx2, int4_tables_avx2, lut_ternary_tile_avx2, lut_int4_tile_avx2, mad_ternary_rows_avx2,
-    mad_int4_rows_avx2,
+    "avx2", avx2::ternary_tables_avx2, avx2::int4_tables_avx2, avx2::lut_ternary_tile_avx2,
+    avx2::lut_int4_tile_avx2, avx2::mad_ternary_tile_avx2, avx2::mad_int4_tile_avx2,
+    256, 8,
 };
 
 }  // namespace lutlm

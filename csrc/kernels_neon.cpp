@@ -3,6 +3,7 @@
 #include <arm_neon.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "kernels.h"
 #include "quant_types.h"
@@ -87,49 +88,60 @@ void lut_int4_tile_neon(const Int4TileArgs& w, const int8_t* tables, const float
   for (int i = 0; i < 4; ++i) vst1q_f32(y + 4 * i, yv[i]);
 }
 
-// sum_k a[k]*b[k] for int8 inputs; each int16 lane takes two products (<= 2*127*127).
-inline int32_t dot_s8(const int8_t* a, const int8_t* b, int n) {
-  int32x4_t acc = vdupq_n_s32(0);
-  for (int k = 0; k < n; k += 16) {
-    const int8x16_t x = vld1q_s8(a + k), w = vld1q_s8(b + k);
-    int16x8_t p = vmull_s8(vget_low_s8(x), vget_low_s8(w));
-    p = vmlal_high_s8(p, x, w);
-    acc = vpadalq_s16(acc, p);
+// One quad: acc[j] (rows 4j..4j+3, two int32 partial sums each) += x[0..3] . w[r][0..3].
+// Each int16 product pair is at most 2*127*127, so vpadal never overflows.
+inline void quad_dot(const int8_t* x, const int8_t* wq, int32x4_t acc[8]) {
+  int32_t xv;
+  std::memcpy(&xv, x, 4);
+  const int8x16_t xb = vreinterpretq_s8_s32(vdupq_n_s32(xv));
+  for (int j = 0; j < 4; ++j) {
+    const int8x16_t w = vld1q_s8(wq + 16 * j);  // rows 4j..4j+3
+    acc[2 * j] = vpadalq_s16(acc[2 * j], vmull_s8(vget_low_s8(w), vget_low_s8(xb)));
+    acc[2 * j + 1] = vpadalq_s16(acc[2 * j + 1], vmull_high_s8(w, xb));
   }
-  return vaddvq_s32(acc);
 }
 
-void mad_ternary_rows_neon(const int8_t* x8, const int8_t* w8, int ldw, int k_len,
+// acc[2j] = [r0 a, r0 b, r1 a, r1 b] of rows 4j, 4j+1 and acc[2j+1] of rows 4j+2, 4j+3.
+inline int32x4_t rows_of(const int32x4_t acc[8], int j) {
+  return vpaddq_s32(acc[2 * j], acc[2 * j + 1]);
+}
+
+void mad_ternary_tile_neon(const int8_t* x8, int32_t /*x_sum*/, const int8_t* wq, int k_len,
                            int32_t acc[16]) {
-  for (int r = 0; r < kTileRows; ++r) acc[r] += dot_s8(x8, w8 + (size_t)r * ldw, k_len);
+  int32x4_t a[8];
+  for (int i = 0; i < 8; ++i) a[i] = vdupq_n_s32(0);
+  for (int q = 0; q < k_len / 4; ++q) quad_dot(x8 + 4 * q, wq + 64 * q, a);
+  for (int j = 0; j < 4; ++j) vst1q_s32(acc + 4 * j, vaddq_s32(vld1q_s32(acc + 4 * j), rows_of(a, j)));
 }
 
-void mad_int4_rows_neon(const int8_t* x8, float xs, const int32_t* xsum8, const uint8_t* w8,
-                        int ldw, const uint16_t* d, const uint16_t* m, int groups,
-                        int group_size, float y[16]) {
-  for (int r = 0; r < kTileRows; ++r) {
-    const int8_t* wr = (const int8_t*)(w8 + (size_t)r * ldw);  // q <= 15 reads the same
-    float acc = y[r];
-    for (int g = 0; g < groups; ++g) {
-      const int off = g * group_size;
-      const int32_t dot = dot_s8(x8 + off, wr + off, group_size);
+void mad_int4_tile_neon(const int8_t* x8, float xs, const int32_t* xsum8, const uint8_t* wq,
+                        const uint16_t* d, const uint16_t* m, int groups, int group_size,
+                        float y[16]) {
+  const int quads = group_size / 4;
+  for (int g = 0; g < groups; ++g) {
+    int32x4_t a[8];
+    for (int i = 0; i < 8; ++i) a[i] = vdupq_n_s32(0);
+    for (int q = 0; q < quads; ++q, wq += 64)  // codes <= 15 read the same as int8
+      quad_dot(x8 + (g * quads + q) * 4, (const int8_t*)wq, a);
+    int32_t dot[16];
+    for (int j = 0; j < 4; ++j) vst1q_s32(dot + 4 * j, rows_of(a, j));
+    for (int r = 0; r < kTileRows; ++r) {
       const float dg = fp16_to_fp32(d[g * 16 + r]);
       if (m) {
-        acc = std::fma(dg, (float)dot * xs, acc);
-        acc = std::fma(fp16_to_fp32(m[g * 16 + r]), (float)xsum8[g] * xs, acc);
+        y[r] = std::fma(dg, (float)dot[r] * xs, y[r]);
+        y[r] = std::fma(fp16_to_fp32(m[g * 16 + r]), (float)xsum8[g] * xs, y[r]);
       } else {
-        acc = std::fma(dg, (float)(dot - 8 * xsum8[g]) * xs, acc);
+        y[r] = std::fma(dg, (float)(dot[r] - 8 * xsum8[g]) * xs, y[r]);
       }
     }
-    y[r] = acc;
   }
 }
 
 }  // namespace
 
 const IsaKernels kNeonKernels = {
-    "neon", ternary_tables_scalar, int4_tables_scalar, lut_ternary_tile_neon, lut_int4_tile_neon, mad_ternary_rows_neon,
-    mad_int4_rows_neon,
+    "neon", ternary_tables_scalar, int4_tables_scalar, lut_ternary_tile_neon, lut_int4_tile_neon,
+    mad_ternary_tile_neon, mad_int4_tile_neon, 256, 8,  // not measured on hardware yet
 };
 
 }  // namespace lutlm

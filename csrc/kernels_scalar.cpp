@@ -97,43 +97,41 @@ void lut_int4_tile_scalar(const Int4TileArgs& w, const int8_t* tables, const flo
   }
 }
 
-void mad_ternary_rows_scalar(const int8_t* x8, const int8_t* w8, int ldw, int k_len,
+void mad_ternary_tile_scalar(const int8_t* x8, int32_t /*x_sum*/, const int8_t* wq, int k_len,
                              int32_t acc[16]) {
-  for (int r = 0; r < kTileRows; ++r) {
-    const int8_t* wr = w8 + (size_t)r * ldw;
-    int32_t s = 0;
-    for (int k = 0; k < k_len; ++k) s += (int32_t)x8[k] * wr[k];
-    acc[r] += s;
-  }
+  for (int q = 0; q < k_len / 4; ++q, wq += 64)
+    for (int r = 0; r < kTileRows; ++r)
+      for (int i = 0; i < 4; ++i) acc[r] += (int32_t)x8[4 * q + i] * wq[4 * r + i];
 }
 
-void mad_int4_rows_scalar(const int8_t* x8, float xs, const int32_t* xsum8, const uint8_t* w8,
-                          int ldw, const uint16_t* d, const uint16_t* m, int groups,
-                          int group_size, float y[16]) {
-  for (int r = 0; r < kTileRows; ++r) {
-    const uint8_t* wr = w8 + (size_t)r * ldw;
-    float acc = y[r];
-    for (int g = 0; g < groups; ++g) {
-      int32_t dot = 0;
-      const int off = g * group_size;
-      for (int i = 0; i < group_size; ++i) dot += (int32_t)x8[off + i] * wr[off + i];
+void mad_int4_tile_scalar(const int8_t* x8, float xs, const int32_t* xsum8, const uint8_t* wq,
+                          const uint16_t* d, const uint16_t* m, int groups, int group_size,
+                          float y[16]) {
+  const int quads = group_size / 4;
+  for (int g = 0; g < groups; ++g) {
+    int32_t dot[16] = {0};
+    for (int q = 0; q < quads; ++q, wq += 64) {
+      const int8_t* x = x8 + (g * quads + q) * 4;
+      for (int r = 0; r < kTileRows; ++r)
+        for (int i = 0; i < 4; ++i) dot[r] += (int32_t)x[i] * wq[4 * r + i];
+    }
+    for (int r = 0; r < kTileRows; ++r) {
       const float dg = fp16_to_fp32(d[g * 16 + r]);
       if (m) {
-        acc = std::fma(dg, (float)dot * xs, acc);
-        acc = std::fma(fp16_to_fp32(m[g * 16 + r]), (float)xsum8[g] * xs, acc);
+        y[r] = std::fma(dg, (float)dot[r] * xs, y[r]);
+        y[r] = std::fma(fp16_to_fp32(m[g * 16 + r]), (float)xsum8[g] * xs, y[r]);
       } else {
-        acc = std::fma(dg, (float)(dot - 8 * xsum8[g]) * xs, acc);
+        y[r] = std::fma(dg, (float)(dot[r] - 8 * xsum8[g]) * xs, y[r]);
       }
     }
-    y[r] = acc;
   }
 }
 
 }  // namespace
 
 const IsaKernels kScalarKernels = {
-    "scalar", ternary_tables_scalar, int4_tables_scalar, lut_ternary_tile_scalar, lut_int4_tile_scalar, mad_ternary_rows_scalar,
-    mad_int4_rows_scalar,
+    "scalar", ternary_tables_scalar, int4_tables_scalar, lut_ternary_tile_scalar, lut_int4_tile_scalar,
+    mad_ternary_tile_scalar, mad_int4_tile_scalar, 64, 8,
 };
 
 }  // namespace lutlm

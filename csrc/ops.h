@@ -13,9 +13,10 @@ bool pack_int4(const uint8_t* q, int64_t N, int64_t K, int64_t Kp, uint8_t* code
 // s: [N, G] (any 16-bit payload) -> [ceil(N/16)][G][16], padding rows with zero.
 void pack_group_scales(const uint16_t* s, int64_t N, int64_t G, uint16_t* out);
 
-// Decode `steps` steps of one tile into w8 [16][steps*step_k] (row stride ldw).
-void decode_ternary_tile(const uint8_t* codes, int steps, int8_t* w8, int ldw);
-void decode_int4_tile(const uint8_t* codes, int steps, uint8_t* w8, int ldw);
+// Decode `steps` steps of one tile to int8 in the MAD kernels' quad layout
+// wq[k/4][16][4] (kernels.h): ternary values in {-1,0,1}, INT4 codes q in 0..15.
+void decode_ternary_tile(const uint8_t* codes, int steps, int8_t* wq);
+void decode_int4_tile(const uint8_t* codes, int steps, uint8_t* wq);
 
 // --- GEMM (gemm.cpp): y[M, N] = x[M, K] . W^T ----------------------------------
 enum class Method { kAuto, kLut, kMad };

@@ -121,24 +121,25 @@ void pack_group_scales(const uint16_t* s, int64_t N, int64_t G, uint16_t* out) {
       }
 }
 
-void decode_ternary_tile(const uint8_t* codes, int steps, int8_t* w8, int ldw) {
+void decode_ternary_tile(const uint8_t* codes, int steps, int8_t* wq) {
   const auto& T = tern_tables();
-  for (int s = 0; s < steps; ++s) {
+  for (int s = 0; s < steps; ++s, wq += 2 * kTileRows * 4) {  // a step is two quads
     const uint8_t* c = codes + (size_t)s * kStepBytes;
     for (int r = 0; r < kTileRows; ++r) {
       const uint64_t v = T.first[c[r]] | T.second[c[16 + r]];
-      std::memcpy(w8 + (size_t)r * ldw + s * kTernaryStepK, &v, 8);
+      std::memcpy(wq + 4 * r, &v, 4);
+      std::memcpy(wq + kTileRows * 4 + 4 * r, (const char*)&v + 4, 4);
     }
   }
 }
 
-void decode_int4_tile(const uint8_t* codes, int steps, uint8_t* w8, int ldw) {
+void decode_int4_tile(const uint8_t* codes, int steps, uint8_t* wq) {
   const auto& T = int4_tables();
-  for (int s = 0; s < steps; ++s) {
+  for (int s = 0; s < steps; ++s, wq += kTileRows * 4) {  // a step is one quad
     const uint8_t* c = codes + (size_t)s * kStepBytes;
     for (int r = 0; r < kTileRows; ++r) {
       const uint32_t v = T.first[c[r]] | T.second[c[16 + r]];
-      std::memcpy(w8 + (size_t)r * ldw + s * kInt4StepK, &v, 4);
+      std::memcpy(wq + 4 * r, &v, 4);
     }
   }
 }

@@ -3,6 +3,8 @@
 //
 // Every output must be bit-identical: integer sums are exact, and the float paths
 // perform the same fp32 operations (fma, mul, int->float) in the same order.
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -212,38 +214,111 @@ void test_lut_int4(Rng& rng, Stats& st) {
   }
 }
 
+// MAD tiles read the weights in quad layout: wq[k/4][16 rows][4]. Packs w[r][k]
+// (row-major, k_len per row) into that layout, followed by `tail` bytes of `fill`
+// so that a kernel reading past k_len sees values the scalar reference never reads.
+template <typename T>
+std::vector<T> to_quad_layout(const std::vector<T>& w, int k_len, size_t tail, T fill) {
+  std::vector<T> wq((size_t)16 * k_len + tail, fill);
+  for (int r = 0; r < 16; ++r)
+    for (int k = 0; k < k_len; ++k)
+      wq[(size_t)(k / 4) * 64 + 4 * r + k % 4] = w[(size_t)r * k_len + k];
+  return wq;
+}
+
+// x8[k_len] followed by junk, for the same reason.
+std::vector<int8_t> with_tail(std::vector<int8_t> x8, size_t tail, Rng& rng) {
+  for (size_t i = 0; i < tail; ++i) x8.push_back((int8_t)rand_int(rng, -128, 127));
+  return x8;
+}
+
+const char* x_mode_name(int mode) {
+  return mode == 0 ? "random" : mode == 1 ? "+127" : "-127";
+}
+
+std::vector<int8_t> x8_of_mode(Rng& rng, int k_len, int mode) {
+  // mode 0: random in -127..127, 1: all +127, 2: all -127
+  if (mode == 0) return rand_x8(rng, (size_t)k_len);
+  return std::vector<int8_t>((size_t)k_len, (int8_t)(mode == 1 ? 127 : -127));
+}
+
 void test_mad_ternary(Rng& rng, Stats& st) {
-  std::vector<int> k_list = {32, 64, 4064, 4096, 4128, 8192};
-  for (int i = 0; i < 400; ++i) k_list.push_back(kKAlign * rand_int(rng, 1, 300));
-  for (int k_len : k_list) {
-    // Row stride past k_len, padding filled with non-ternary bytes so over-reads show.
-    const int ldw = k_len + rand_int(rng, 0, 1) * rand_int(rng, 1, 48);
-    const auto x8 = rand_x8(rng, (size_t)k_len);
-    std::vector<int8_t> w8((size_t)16 * ldw, 99);
-    for (int r = 0; r < 16; ++r)
-      for (int k = 0; k < k_len; ++k) w8[(size_t)r * ldw + k] = (int8_t)rand_int(rng, -1, 1);
+  struct Shape { int k_len, x_mode, w_mode; };
+  // w_mode 0: random {-1,0,1}, 1: all +1, 2: all -1, 3: each row all +1 or all -1,
+  // 4: sparse (mostly 0).
+  std::vector<Shape> shapes;
+  // Extremes: |x8| = 127 everywhere with every weight at +-1 (largest |products|,
+  // largest sums), for short and long rows.
+  for (int k_len : {32, 64, 4064, 4096, 4128, 8192, 9600})
+    for (int x_mode = 1; x_mode <= 2; ++x_mode)
+      for (int w_mode = 1; w_mode <= 3; ++w_mode) shapes.push_back({k_len, x_mode, w_mode});
+  for (int k_len : {32, 64, 4064, 4096, 4128, 8192}) shapes.push_back({k_len, 0, 0});
+  for (int i = 0; i < 400; ++i) {
+    const int k_len = kKAlign * rand_int(rng, 1, 300);
+    const bool extreme = rand_int(rng, 0, 19) == 0;
+    shapes.push_back({k_len, extreme ? rand_int(rng, 1, 2) : 0,
+                      extreme ? rand_int(rng, 1, 3) : rand_int(rng, 0, 9) == 0 ? 4 : 0});
+  }
+  for (const Shape& sh : shapes) {
+    const int k_len = sh.k_len;
+    const auto x8 = x8_of_mode(rng, k_len, sh.x_mode);
+    int32_t x_sum = 0;
+    for (int8_t v : x8) x_sum += v;
+    std::vector<int8_t> w((size_t)16 * k_len);
+    for (int r = 0; r < 16; ++r) {
+      const int8_t row_sign = (int8_t)(rand_int(rng, 0, 1) ? 1 : -1);
+      for (int k = 0; k < k_len; ++k) {
+        int8_t v;
+        switch (sh.w_mode) {
+          case 1: v = 1; break;
+          case 2: v = -1; break;
+          case 3: v = row_sign; break;
+          case 4: v = rand_int(rng, 0, 7) == 0 ? (int8_t)rand_int(rng, -1, 1) : 0; break;
+          default: v = (int8_t)rand_int(rng, -1, 1);
+        }
+        w[(size_t)r * k_len + k] = v;
+      }
+    }
+    // Non-ternary junk after the tile and after x8: over-reads change the result.
+    const auto wq = to_quad_layout<int8_t>(w, k_len, 256, (int8_t)99);
+    const auto xt = with_tail(x8, 64, rng);
     Guarded<int32_t> ref, got;
     init_pair(ref, got, rng, false);
-    kScalarKernels.mad_ternary_rows(x8.data(), w8.data(), ldw, k_len, ref.p());
-    kNeonKernels.mad_ternary_rows(x8.data(), w8.data(), ldw, k_len, got.p());
-    compare(st, "k_len=" + std::to_string(k_len) + " ldw=" + std::to_string(ldw), ref, got);
+    kScalarKernels.mad_ternary_tile(xt.data(), x_sum, wq.data(), k_len, ref.p());
+    kNeonKernels.mad_ternary_tile(xt.data(), x_sum, wq.data(), k_len, got.p());
+    compare(st,
+            "k_len=" + std::to_string(k_len) + " x=" + x_mode_name(sh.x_mode) +
+                " w_mode=" + std::to_string(sh.w_mode),
+            ref, got);
     ++st.cases;
   }
 }
 
 void test_mad_int4(Rng& rng, Stats& st) {
   for (int i = 0; i < 1000; ++i) {
-    const int group_size = 32 << rand_int(rng, 0, 2);
-    const int groups = i < 3 ? 1 : rand_int(rng, 1, i % 10 == 0 ? 64 : 12);
+    const int group_size = 32 << (i < 12 ? i % 3 : rand_int(rng, 0, 2));
+    const int groups = i < 12 ? (i < 6 ? 1 : 64) : rand_int(rng, 1, i % 10 == 0 ? 64 : 12);
     const int k_len = groups * group_size;
-    const int ldw = k_len + rand_int(rng, 0, 1) * rand_int(rng, 1, 48);
-    const bool with_m = rand_int(rng, 0, 1);
-    const auto x8 = rand_x8(rng, (size_t)k_len);
+    const bool with_m = i < 12 ? (i / 3) % 2 : rand_int(rng, 0, 1);
+    // x_mode as for ternary; w_mode 0: random codes, 1: all 15, 2: all 0,
+    // 3: each row all 15 or all 0. The first 12 cases and ~5% of the rest are extreme.
+    const bool extreme = i < 12 || rand_int(rng, 0, 19) == 0;
+    const int x_mode = extreme ? 1 + i % 2 : 0;
+    const int w_mode = extreme ? (i < 12 ? 1 + (i / 2) % 3 : rand_int(rng, 1, 3)) : 0;
+    const auto x8 = x8_of_mode(rng, k_len, x_mode);
     std::vector<int32_t> xsum8(groups, 0);
     for (int k = 0; k < k_len; ++k) xsum8[k / group_size] += x8[k];
-    std::vector<uint8_t> w8((size_t)16 * ldw, 0xee);
-    for (int r = 0; r < 16; ++r)
-      for (int k = 0; k < k_len; ++k) w8[(size_t)r * ldw + k] = (uint8_t)rand_int(rng, 0, 15);
+    std::vector<uint8_t> w((size_t)16 * k_len);
+    for (int r = 0; r < 16; ++r) {
+      const uint8_t row_code = rand_int(rng, 0, 1) ? 15 : 0;
+      for (int k = 0; k < k_len; ++k)
+        w[(size_t)r * k_len + k] = w_mode == 1   ? 15
+                                   : w_mode == 2 ? 0
+                                   : w_mode == 3 ? row_code
+                                                 : (uint8_t)rand_int(rng, 0, 15);
+    }
+    const auto wq = to_quad_layout<uint8_t>(w, k_len, 256, (uint8_t)0xee);
+    const auto xt = with_tail(x8, 64, rng);
     std::vector<uint16_t> d((size_t)groups * 16), m((size_t)groups * 16);
     for (auto& v : d) v = rand_half(rng);
     for (auto& v : m) v = rand_half(rng);
@@ -251,14 +326,145 @@ void test_mad_int4(Rng& rng, Stats& st) {
     Guarded<float> ref, got;
     init_pair(ref, got, rng, true);
     const uint16_t* mp = with_m ? m.data() : nullptr;
-    kScalarKernels.mad_int4_rows(x8.data(), xs, xsum8.data(), w8.data(), ldw, d.data(), mp,
-                                 groups, group_size, ref.p());
-    kNeonKernels.mad_int4_rows(x8.data(), xs, xsum8.data(), w8.data(), ldw, d.data(), mp,
-                               groups, group_size, got.p());
+    kScalarKernels.mad_int4_tile(xt.data(), xs, xsum8.data(), wq.data(), d.data(), mp, groups,
+                                 group_size, ref.p());
+    kNeonKernels.mad_int4_tile(xt.data(), xs, xsum8.data(), wq.data(), d.data(), mp, groups,
+                               group_size, got.p());
     compare(st,
             "groups=" + std::to_string(groups) + " group_size=" + std::to_string(group_size) +
-                " ldw=" + std::to_string(ldw) + " m=" + (with_m ? "yes" : "null"),
+                " m=" + (with_m ? "yes" : "null") + " x=" + x_mode_name(x_mode) +
+                " w_mode=" + std::to_string(w_mode),
             ref, got);
+    ++st.cases;
+  }
+}
+
+// Activation rows for the table builders: x[Kp], finite, max|x| within the
+// documented [2^-62, 2^62]. mode 0: all zero; 1: uniform; 2: gaussian with a few
+// outliers; 3: half-integers times 2^e with the largest pair sum (ternary) or quad
+// sum (INT4) exactly 127 * 2^e, so 127/amax is a power of two and many scaled
+// entries are exact .5 ties (round-half-even); 4: sparse (mostly exact 0).
+// The row is scaled by a power of two and may end in a zero padded tail.
+std::vector<float> rand_x_row(Rng& rng, int64_t Kp, int mode, bool int4, int* exp_out,
+                              int64_t* len_out) {
+  std::vector<float> x((size_t)Kp, 0.0f);
+  const int64_t len = rand_int(rng, 0, 2) == 0 ? Kp - rand_int(rng, 0, 31) : Kp;
+  int e = rand_int(rng, 0, 9) == 0 ? (rand_int(rng, 0, 1) ? -60 : 54) : rand_int(rng, -40, 40);
+  if (mode == 3) e = rand_int(rng, -20, 20);
+  const float f = std::ldexp(1.0f, e);
+  std::normal_distribution<float> gauss(0.0f, 1.0f);
+  for (int64_t k = 0; k < len && mode != 0; ++k) {
+    float v;
+    switch (mode) {
+      case 1: v = rand_float(rng, -1.0f, 1.0f); break;
+      case 2: v = gauss(rng) * (rand_int(rng, 0, 99) == 0 ? 30.0f : 1.0f); break;
+      case 3: v = 0.5f * (float)rand_int(rng, -40, 40); break;  // |v| <= 20
+      default: v = rand_int(rng, 0, 7) == 0 ? rand_float(rng, -1.0f, 1.0f) : 0.0f;
+    }
+    x[(size_t)k] = v * f;
+  }
+  if (mode == 3 && len >= 4) {
+    // One quad at the peak; every other pair sum <= 40 and quad sum <= 80 stay below.
+    const int64_t q = 4 * rand_int(rng, 0, (int)(len / 4) - 1);
+    const float s = rand_int(rng, 0, 1) ? 1.0f : -1.0f;
+    if (int4) {
+      for (int i = 0; i < 4; ++i) x[(size_t)(q + i)] = s * 31.75f * f;  // quad sum 127
+    } else {
+      x[(size_t)q] = s * 63.5f * f;  // pair |x0| + |x1| = 127
+      x[(size_t)q + 1] = (rand_int(rng, 0, 1) ? 63.5f : -63.5f) * f;
+      x[(size_t)q + 2] = x[(size_t)q + 3] = 0.0f;
+    }
+  }
+  *exp_out = e;
+  *len_out = len;
+  return x;
+}
+
+const char* x_row_mode_name(int mode) {
+  static const char* names[] = {"zero", "uniform", "gauss", "ties", "sparse"};
+  return names[mode];
+}
+
+// Compares table bytes (with guard bytes after the table); returns true when equal.
+bool compare_bytes(Stats& st, const std::string& shape, const std::vector<int8_t>& ref,
+                   const std::vector<int8_t>& got, size_t table_bytes, size_t step_bytes) {
+  for (size_t i = 0; i < ref.size(); ++i) {
+    if (ref[i] != got[i]) {
+      const std::string where =
+          i >= table_bytes ? "guard byte " + std::to_string(i - table_bytes)
+                           : "step " + std::to_string(i / step_bytes) + " byte " +
+                                 std::to_string(i % step_bytes);
+      st.fail(shape + " " + where + ": scalar " + std::to_string(ref[i]) + " neon " +
+              std::to_string(got[i]));
+      return false;
+    }
+  }
+  return true;
+}
+
+constexpr size_t kTableGuard = 64;
+
+void test_ternary_tables(Rng& rng, Stats& st) {
+  for (int i = 0; i < 600; ++i) {
+    const int64_t Kp = kKAlign * (i < 5 ? 1 : rand_int(rng, 1, i % 10 == 0 ? 160 : 32));
+    const int mode = i < 5 ? i : rand_int(rng, 0, 24) == 0 ? 0 : rand_int(rng, 1, 4);
+    int e;
+    int64_t len;
+    const auto x = rand_x_row(rng, Kp, mode, false, &e, &len);
+    const size_t bytes = (size_t)(Kp / kTernaryStepK) * kTernaryTableBytes;
+    std::vector<int8_t> ref(bytes + kTableGuard), got;
+    for (auto& v : ref) v = (int8_t)rand_int(rng, -128, 127);
+    got = ref;
+    const float sr = kScalarKernels.ternary_tables(x.data(), Kp, ref.data());
+    const float sg = kNeonKernels.ternary_tables(x.data(), Kp, got.data());
+    const std::string shape = "Kp=" + std::to_string(Kp) + " len=" + std::to_string(len) +
+                              " mode=" + x_row_mode_name(mode) + " exp=" + std::to_string(e);
+    if (!same_bits(sr, sg))
+      st.fail(shape + " scale: scalar " + fmt_val(sr) + " neon " + fmt_val(sg));
+    else
+      compare_bytes(st, shape, ref, got, bytes, kTernaryTableBytes);
+    ++st.cases;
+  }
+}
+
+void test_int4_tables(Rng& rng, Stats& st) {
+  for (int i = 0; i < 600; ++i) {
+    const int group_size = 32 << (i < 15 ? i % 3 : rand_int(rng, 0, 2));
+    const int64_t groups = i < 15 ? 1 + i / 3 % 2 : rand_int(rng, 1, i % 10 == 0 ? 40 : 8);
+    const int64_t Kp = groups * group_size;
+    const int mode = i < 15 ? i / 3 : rand_int(rng, 0, 24) == 0 ? 0 : rand_int(rng, 1, 4);
+    int e;
+    int64_t len;
+    auto x = rand_x_row(rng, Kp, mode, true, &e, &len);
+    // Sometimes one whole group is zero (scale 0 for that group only).
+    if (groups > 1 && rand_int(rng, 0, 4) == 0) {
+      const int64_t g = rand_int(rng, 0, (int)groups - 1);
+      std::fill(x.begin() + g * group_size, x.begin() + (g + 1) * group_size, 0.0f);
+    }
+    const size_t bytes = (size_t)(Kp / kInt4StepK) * kInt4TableBytes;
+    std::vector<int8_t> ref(bytes + kTableGuard), got;
+    for (auto& v : ref) v = (int8_t)rand_int(rng, -128, 127);
+    got = ref;
+    // Scales with a guard slot on each side.
+    std::vector<float> tr((size_t)groups + 2), tg;
+    for (auto& v : tr) v = rand_float(rng, -10.0f, 10.0f);
+    tg = tr;
+    kScalarKernels.int4_tables(x.data(), Kp, group_size, ref.data(), tr.data() + 1);
+    kNeonKernels.int4_tables(x.data(), Kp, group_size, got.data(), tg.data() + 1);
+    const std::string shape = "Kp=" + std::to_string(Kp) + " group_size=" +
+                              std::to_string(group_size) + " len=" + std::to_string(len) +
+                              " mode=" + x_row_mode_name(mode) + " exp=" + std::to_string(e);
+    bool ok = true;
+    for (size_t j = 0; j < tr.size() && ok; ++j) {
+      if (!same_bits(tr[j], tg[j])) {
+        const std::string where = j == 0 || j == tr.size() - 1
+                                      ? "tscale guard slot"
+                                      : "tscale[" + std::to_string(j - 1) + "]";
+        st.fail(shape + " " + where + ": scalar " + fmt_val(tr[j]) + " neon " + fmt_val(tg[j]));
+        ok = false;
+      }
+    }
+    if (ok) compare_bytes(st, shape, ref, got, bytes, kInt4TableBytes);
     ++st.cases;
   }
 }
@@ -285,12 +491,14 @@ int main() {
     return 1;
   }
   std::printf("comparing %s against %s\n", kNeonKernels.name, kScalarKernels.name);
-  Stats all[] = {{"lut_ternary_tile"}, {"lut_int4_tile"}, {"mad_ternary_rows"},
-                 {"mad_int4_rows"}};
-  test_lut_ternary(rng, all[0]);
-  test_lut_int4(rng, all[1]);
-  test_mad_ternary(rng, all[2]);
-  test_mad_int4(rng, all[3]);
+  Stats all[] = {{"ternary_tables"},   {"int4_tables"},      {"lut_ternary_tile"},
+                 {"lut_int4_tile"},    {"mad_ternary_tile"}, {"mad_int4_tile"}};
+  test_ternary_tables(rng, all[0]);
+  test_int4_tables(rng, all[1]);
+  test_lut_ternary(rng, all[2]);
+  test_lut_int4(rng, all[3]);
+  test_mad_ternary(rng, all[4]);
+  test_mad_int4(rng, all[5]);
   for (const Stats& st : all) {
     std::printf("%-17s %5d cases, %d failed\n", st.name, st.cases, st.failed);
     passed += st.cases - st.failed;

@@ -1,0 +1,79 @@
+// AVX-512 VNNI kernels for the int8 dot-product (MAD) path: one vpdpbusd multiplies a
+// broadcast quad of activations with a quad of weights for all 16 rows of a tile, so
+// the quad layout needs no horizontal sums. Compiled with -mavx512f -mavx512bw
+// -mavx512vnni (plus the AVX2 set); selected only when the CPU and OS support them.
+// The LUT kernels and table builders are the AVX2 ones.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "kernels.h"
+#include "kernels_x86.h"
+#include "quant_types.h"
+
+namespace lutlm {
+namespace avx512 {
+
+inline __m512i bcast_x4(const int8_t* x) {
+  int32_t v;
+  std::memcpy(&v, x, 4);
+  return _mm512_set1_epi32(v);
+}
+
+// vpdpbusd takes unsigned weights: it computes sum (w+1)*x, and sum x is subtracted.
+void mad_ternary_tile_avx512(const int8_t* x8, int32_t x_sum, const int8_t* wq, int k_len,
+                             int32_t acc[16]) {
+  const __m512i one8 = _mm512_set1_epi8(1);
+  // Four independent accumulators: vpdpbusd's latency is several cycles.
+  __m512i a[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                  _mm512_setzero_si512()};
+  const int quads = k_len / 4;  // a multiple of 8: k_len is a multiple of 32
+  for (int q = 0; q < quads; q += 4)
+    for (int i = 0; i < 4; ++i) {
+      const __m512i w = _mm512_loadu_si512(wq + 64 * (q + i));
+      a[i] = _mm512_dpbusd_epi32(a[i], _mm512_add_epi8(w, one8), bcast_x4(x8 + 4 * (q + i)));
+    }
+  const __m512i sx = _mm512_set1_epi32(x_sum);
+  const __m512i r = _mm512_sub_epi32(
+      _mm512_add_epi32(_mm512_add_epi32(a[0], a[1]), _mm512_add_epi32(a[2], a[3])), sx);
+  _mm512_storeu_si512(acc, _mm512_add_epi32(_mm512_loadu_si512(acc), r));
+}
+
+void mad_int4_tile_avx512(const int8_t* x8, float xs, const int32_t* xsum8, const uint8_t* wq,
+                          const uint16_t* d, const uint16_t* m, int groups, int group_size,
+                          float y[16]) {
+  const __m512 xsv = _mm512_set1_ps(xs);
+  __m512 yv = _mm512_loadu_ps(y);
+  const int quads = group_size / 4;  // 8, 16 or 32
+  for (int g = 0; g < groups; ++g) {
+    __m512i a[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                    _mm512_setzero_si512()};
+    const int8_t* xg = x8 + g * group_size;
+    for (int q = 0; q < quads; q += 4, wq += 256)
+      for (int i = 0; i < 4; ++i)
+        a[i] = _mm512_dpbusd_epi32(a[i], _mm512_loadu_si512(wq + 64 * i), bcast_x4(xg + 4 * (q + i)));
+    const __m512i dot =
+        _mm512_add_epi32(_mm512_add_epi32(a[0], a[1]), _mm512_add_epi32(a[2], a[3]));
+    const __m512 dg = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(d + g * 16)));
+    const __m512i xsum = _mm512_set1_epi32(xsum8[g]);
+    if (m) {
+      const __m512 mg = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(m + g * 16)));
+      yv = _mm512_fmadd_ps(dg, _mm512_mul_ps(_mm512_cvtepi32_ps(dot), xsv), yv);
+      yv = _mm512_fmadd_ps(mg, _mm512_mul_ps(_mm512_cvtepi32_ps(xsum), xsv), yv);
+    } else {
+      const __m512i t = _mm512_sub_epi32(dot, _mm512_slli_epi32(xsum, 3));
+      yv = _mm512_fmadd_ps(dg, _mm512_mul_ps(_mm512_cvtepi32_ps(t), xsv), yv);
+    }
+  }
+  _mm512_storeu_ps(y, yv);
+}
+
+}  // namespace avx512
+
+const IsaKernels kAvx512Kernels = {
+    "avx512", avx2::ternary_tables_avx2, avx2::int4_tables_avx2, avx2::lut_ternary_tile_avx2,
+    avx2::lut_int4_tile_avx2, avx512::mad_ternary_tile_avx512, avx512::mad_int4_tile_avx512,
+    64, 8,
+};
+
+}  // namespace lutlm
