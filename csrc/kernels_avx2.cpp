@@ -12,6 +12,9 @@
 namespace lutlm {
 namespace avx2 {
 
+// Software prefetch distance of the LUT kernels, in 32-byte steps (2 KiB).
+constexpr int kPrefetchSteps = 64;
+
 // Both 128-bit lanes hold rows 0..7 of an int16 accumulator (for different slots):
 // widen and add the lanes.
 inline __m256i lanes_to_rows_epi32(__m256i a16) {
@@ -162,6 +165,9 @@ void lut_ternary_tile_avx2(const uint8_t* codes, const int8_t* tables, int steps
     const int end = s + 128 < steps ? s + 128 : steps;
     __m256i lo16 = _mm256_setzero_si256(), hi16 = _mm256_setzero_si256();
     for (; s < end; ++s) {
+      // The codes are one sequential stream (tiles are contiguous); fetching ahead
+      // keeps DRAM busy while the lookups run.
+      _mm_prefetch((const char*)(codes + (size_t)(s + kPrefetchSteps) * kStepBytes), _MM_HINT_T0);
       const __m256i v = _mm256_loadu_si256((const __m256i*)(codes + (size_t)s * kStepBytes));
       const int8_t* t = tables + (size_t)s * kTernaryTableBytes;
       const __m256i ta = _mm256_loadu_si256((const __m256i*)t);
@@ -196,6 +202,7 @@ void lut_int4_tile_avx2(const Int4TileArgs& w, const int8_t* tables, const float
       // Each step adds at most 10*127 to an int16 lane: flush every 8 steps.
       __m256i lo16 = _mm256_setzero_si256(), hi16 = _mm256_setzero_si256();
       for (int i = 0; i < 8; ++i, c += kStepBytes, t += kInt4TableBytes) {
+        _mm_prefetch((const char*)(c + kPrefetchSteps * kStepBytes), _MM_HINT_T0);
         const __m256i v = _mm256_loadu_si256((const __m256i*)c);
         const __m256i ta = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)t));
         const __m256i tb = _mm256_loadu_si256((const __m256i*)t);  // T | -T

@@ -11,6 +11,8 @@
 namespace lutlm {
 namespace {
 
+constexpr int kPrefetchSteps = 64;  // 2 KiB ahead in the code stream
+
 inline void add_rows_s16(int32x4_t acc[4], int16x8_t lo, int16x8_t hi) {
   acc[0] = vaddw_s16(acc[0], vget_low_s16(lo));
   acc[1] = vaddw_s16(acc[1], vget_high_s16(lo));
@@ -30,6 +32,7 @@ void lut_ternary_tile_neon(const uint8_t* codes, const int8_t* tables, int steps
     for (; s < end; ++s) {
       const uint8_t* c = codes + (size_t)s * kStepBytes;
       const int8_t* t = tables + (size_t)s * kTernaryTableBytes;
+      __builtin_prefetch(c + kPrefetchSteps * kStepBytes);  // one sequential stream
       const uint8x16_t v0 = vld1q_u8(c), v1 = vld1q_u8(c + 16);
       const int8x16_t ra = vqtbl1q_s8(vld1q_s8(t), vandq_u8(v0, nib));
       const int8x16_t rb = vqtbl1q_s8(vld1q_s8(t + 16), vandq_u8(v1, nib));
@@ -59,6 +62,7 @@ void lut_int4_tile_neon(const Int4TileArgs& w, const int8_t* tables, const float
       // Each step moves an int16 lane by at most 15*127: flush every 8 steps.
       int16x8_t lo = vdupq_n_s16(0), hi = vdupq_n_s16(0);
       for (int i = 0; i < 8; ++i, c += kStepBytes, t += kInt4TableBytes) {
+        __builtin_prefetch(c + kPrefetchSteps * kStepBytes);
         const int8x16_t tb = vld1q_s8(t);
         const uint8x16_t v0 = vld1q_u8(c), v1 = vld1q_u8(c + 16);
         const int8x16_t p0 = vqtbl1q_s8(tb, vandq_u8(v0, nib));
