@@ -88,6 +88,21 @@ py::array_t<float> activations(const py::object& obj, int64_t K) {
   return py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(a);
 }
 
+// A float16 array as its uint16 bits (numpy float16 and uint16 are both accepted).
+const uint16_t* half_data(const py::array& a, const char* name, bool writable) {
+  if (a.itemsize() != 2 || (a.dtype().kind() != 'f' && a.dtype().kind() != 'u'))
+    fail(std::string(name) + " must have dtype float16, got " + std::string(py::str(a.dtype())));
+  if (!(a.flags() & py::array::c_style)) fail(std::string(name) + " must be C-contiguous");
+  if (writable && !a.writeable()) fail(std::string(name) + " must be writable");
+  return static_cast<const uint16_t*>(a.data());
+}
+
+void check_cache(const py::array& k, const py::array& v) {
+  if (k.ndim() != 4) fail("k_cache must be 4-D [num_blocks, block_size, n_kv_heads, head_dim], got " + shape_str(k));
+  if (v.ndim() != 4 || shape_str(k) != shape_str(v))
+    fail("v_cache has shape " + shape_str(v) + ", expected k_cache's " + shape_str(k));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, mod) {
@@ -238,6 +253,68 @@ PYBIND11_MODULE(_C, mod) {
   }, py::arg("x"), py::arg("codes"), py::arg("d"), py::arg("m"), py::arg("N"), py::arg("K"),
      py::arg("group_size"), py::arg("method") = "auto",
      "y[M, N] = x[M, K] . W^T for packed INT4 W (w = d*q + m, or d*(q-8) when m is None).");
+
+  mod.def("write_kv_cache", [](const py::object& k_obj, const py::object& v_obj,
+                               const py::object& slots_obj, py::array k_cache, py::array v_cache) {
+    check_cache(k_cache, v_cache);
+    const int64_t nb = k_cache.shape(0), bs = k_cache.shape(1), nkv = k_cache.shape(2),
+                  hd = k_cache.shape(3);
+    auto slots = require<int32_t>(slots_obj, "slot_mapping", "int32", {-1});
+    const int64_t T = slots.shape(0);
+    auto k = require<float>(k_obj, "k", "float32", {T, nkv, hd});
+    auto v = require<float>(v_obj, "v", "float32", {T, nkv, hd});
+    for (int64_t t = 0; t < T; ++t)
+      if (slots.data()[t] >= nb * bs)
+        fail("slot_mapping[" + std::to_string(t) + "] = " + std::to_string(slots.data()[t]) +
+             " is outside the cache of " + std::to_string(nb * bs) + " slots");
+    uint16_t* kc = const_cast<uint16_t*>(half_data(k_cache, "k_cache", true));
+    uint16_t* vc = const_cast<uint16_t*>(half_data(v_cache, "v_cache", true));
+    py::gil_scoped_release nogil;
+    write_kv_cache(k.data(), v.data(), slots.data(), T, nkv * hd, kc, vc);
+  }, py::arg("k"), py::arg("v"), py::arg("slot_mapping"), py::arg("k_cache"), py::arg("v_cache"),
+     "Store k, v [T, n_kv_heads, head_dim] into their cache slots (negative slot: skip).");
+
+  mod.def("paged_attention", [](const py::object& q_obj, py::array k_cache, py::array v_cache,
+                                const py::object& bt_obj, const py::object& ctx_obj,
+                                const py::object& cu_obj, float scale) {
+    check_cache(k_cache, v_cache);
+    const int64_t nb = k_cache.shape(0), bs = k_cache.shape(1), nkv = k_cache.shape(2),
+                  hd = k_cache.shape(3);
+    auto ctx = require<int32_t>(ctx_obj, "context_lens", "int32", {-1});
+    const int64_t S = ctx.shape(0);
+    auto cu = require<int32_t>(cu_obj, "cu_seqlens_q", "int32", {S + 1});
+    auto bt = require<int32_t>(bt_obj, "block_tables", "int32", {S, -1});
+    const int64_t T = cu.data()[S];
+    auto q = require<float>(q_obj, "q", "float32", {T, -1, hd});
+    const int64_t nh = q.shape(1);
+    if (nh % nkv) fail("n_heads (" + std::to_string(nh) + ") must be a multiple of n_kv_heads (" + std::to_string(nkv) + ")");
+    if (cu.data()[0] != 0) fail("cu_seqlens_q must start at 0");
+    for (int64_t s = 0; s < S; ++s) {
+      const int32_t q_len = cu.data()[s + 1] - cu.data()[s], c = ctx.data()[s];
+      const std::string at = "sequence " + std::to_string(s) + ": ";
+      if (q_len < 0) fail("cu_seqlens_q must be non-decreasing");
+      if (c < q_len) fail(at + "context_len " + std::to_string(c) + " < its " + std::to_string(q_len) + " queries");
+      const int64_t need = (c + bs - 1) / bs;
+      if (need > bt.shape(1))
+        fail(at + "needs " + std::to_string(need) + " blocks, block_tables has " + std::to_string(bt.shape(1)));
+      for (int64_t b = 0; b < need; ++b) {
+        const int32_t id = bt.data()[s * bt.shape(1) + b];
+        if (id < 0 || id >= nb)
+          fail(at + "block_tables[" + std::to_string(b) + "] = " + std::to_string(id) + " is not a block of the cache (" + std::to_string(nb) + ")");
+      }
+    }
+    AttentionArgs a{q.data(), half_data(k_cache, "k_cache", false), half_data(v_cache, "v_cache", false),
+                    bt.data(), ctx.data(), cu.data(), (int)S, (int)bt.shape(1), (int)nh, (int)nkv,
+                    (int)hd, (int)bs, scale};
+    py::array_t<float> out({T, nh, hd});
+    {
+      py::gil_scoped_release nogil;
+      paged_attention(a, out.mutable_data());
+    }
+    return out;
+  }, py::arg("q"), py::arg("k_cache"), py::arg("v_cache"), py::arg("block_tables"),
+     py::arg("context_lens"), py::arg("cu_seqlens_q"), py::arg("scale"),
+     "Causal attention of q [T, n_heads, head_dim] over the paged fp16 KV cache.");
 
   mod.def("read_bandwidth", [](int64_t bytes, int reps) {
     if (bytes < (1 << 20)) fail("bytes must be at least 1 MiB");

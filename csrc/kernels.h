@@ -42,15 +42,20 @@ struct IsaKernels {
   void (*mad_int4_tile)(const int8_t* x8, float xs, const int32_t* xsum8, const uint8_t* wq,
                         const uint16_t* d, const uint16_t* m, int groups, int group_size,
                         float y[16]);
+  // IEEE half <-> float for n values (round to nearest even), used by the KV cache.
+  void (*fp16_to_fp32)(const uint16_t* src, float* dst, int n);
+  void (*fp32_to_fp16)(const float* src, uint16_t* dst, int n);
   // Method::kAuto uses LUT for M up to these, MAD above (measured: bench/RESULTS.md).
   int lut_max_m_ternary;
   int lut_max_m_int4;
 };
 
 extern const IsaKernels kScalarKernels;
-// The scalar table builders, shared by ISAs without their own.
+// Scalar functions shared by ISAs without their own.
 float ternary_tables_scalar(const float* x, int64_t Kp, int8_t* tab);
 void int4_tables_scalar(const float* x, int64_t Kp, int group_size, int8_t* tab, float* tscale);
+void fp16_to_fp32_scalar(const uint16_t* src, float* dst, int n);
+void fp32_to_fp16_scalar(const float* src, uint16_t* dst, int n);
 #if defined(LUTLM_HAVE_AVX2)
 extern const IsaKernels kAvx2Kernels;
 extern const IsaKernels kAvx512Kernels;
@@ -64,6 +69,28 @@ extern const IsaKernels kNeonKernels;
 inline int8_t round_to_i8(float v) {
   const float r = (v + 12582912.0f) - 12582912.0f;
   return (int8_t)(r > 127.0f ? 127.0f : r < -127.0f ? -127.0f : r);
+}
+
+// float -> IEEE half, round to nearest even; NaN becomes a quiet NaN, like F16C.
+inline uint16_t fp32_to_fp16_bits(float f) {
+  uint32_t u;
+  __builtin_memcpy(&u, &f, 4);
+  const uint32_t sign = (u >> 16) & 0x8000;
+  u &= 0x7fffffff;
+  if (u >= 0x7f800000) return (uint16_t)(sign | 0x7c00 | (u > 0x7f800000 ? 0x200 | ((u >> 13) & 0x3ff) : 0));
+  if (u >= 0x477ff000) return (uint16_t)(sign | 0x7c00);  // rounds past 65504
+  if (u < 0x38800000) {  // half subnormal or zero: let an fp32 add do the rounding
+    const uint32_t magic_u = (127 - 15 + 23 - 10 + 1) << 23;
+    float a, magic;
+    __builtin_memcpy(&a, &u, 4);
+    __builtin_memcpy(&magic, &magic_u, 4);
+    a += magic;
+    __builtin_memcpy(&u, &a, 4);
+    return (uint16_t)(sign | (u - magic_u));
+  }
+  const uint32_t odd = (u >> 13) & 1;
+  u += ((uint32_t)(15 - 127) << 23) + 0xfff + odd;
+  return (uint16_t)(sign | (u >> 13));
 }
 
 // IEEE half -> float, exact (no F16C needed).

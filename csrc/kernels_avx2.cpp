@@ -231,6 +231,21 @@ void lut_int4_tile_avx2(const Int4TileArgs& w, const int8_t* tables, const float
   _mm256_storeu_ps(y + 8, y1);
 }
 
+void fp16_to_fp32_avx2(const uint16_t* src, float* dst, int n) {
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(src + i))));
+  for (; i < n; ++i) dst[i] = fp16_to_fp32(src[i]);
+}
+
+void fp32_to_fp16_avx2(const float* src, uint16_t* dst, int n) {
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128((__m128i*)(dst + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+  for (; i < n; ++i) dst[i] = fp32_to_fp16_bits(src[i]);
+}
+
 inline __m256i bcast_x4(const int8_t* x) {
   int32_t v;
   std::memcpy(&v, x, 4);
@@ -307,7 +322,7 @@ void mad_int4_tile_avx2(const int8_t* x8, float xs, const int32_t* xsum8, const 
 const IsaKernels kAvx2Kernels = {
     "avx2", avx2::ternary_tables_avx2, avx2::int4_tables_avx2, avx2::lut_ternary_tile_avx2,
     avx2::lut_int4_tile_avx2, avx2::mad_ternary_tile_avx2, avx2::mad_int4_tile_avx2,
-    256, 8,
+    avx2::fp16_to_fp32_avx2, avx2::fp32_to_fp16_avx2, 512, 8,
 };
 
 }  // namespace lutlm

@@ -92,6 +92,18 @@ void lut_int4_tile_neon(const Int4TileArgs& w, const int8_t* tables, const float
   for (int i = 0; i < 4; ++i) vst1q_f32(y + 4 * i, yv[i]);
 }
 
+void fp16_to_fp32_neon(const uint16_t* src, float* dst, int n) {
+  int i = 0;
+  for (; i + 4 <= n; i += 4) vst1q_f32(dst + i, vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(src + i))));
+  for (; i < n; ++i) dst[i] = fp16_to_fp32(src[i]);
+}
+
+void fp32_to_fp16_neon(const float* src, uint16_t* dst, int n) {
+  int i = 0;
+  for (; i + 4 <= n; i += 4) vst1_u16(dst + i, vreinterpret_u16_f16(vcvt_f16_f32(vld1q_f32(src + i))));
+  for (; i < n; ++i) dst[i] = fp32_to_fp16_bits(src[i]);
+}
+
 // One quad: acc[j] (rows 4j..4j+3, two int32 partial sums each) += x[0..3] . w[r][0..3].
 // Each int16 product pair is at most 2*127*127, so vpadal never overflows.
 inline void quad_dot(const int8_t* x, const int8_t* wq, int32x4_t acc[8]) {
@@ -145,7 +157,8 @@ void mad_int4_tile_neon(const int8_t* x8, float xs, const int32_t* xsum8, const 
 
 const IsaKernels kNeonKernels = {
     "neon", ternary_tables_scalar, int4_tables_scalar, lut_ternary_tile_neon, lut_int4_tile_neon,
-    mad_ternary_tile_neon, mad_int4_tile_neon, 256, 8,  // not measured on hardware yet
+    mad_ternary_tile_neon, mad_int4_tile_neon, fp16_to_fp32_neon, fp32_to_fp16_neon,
+    512, 8,  // crossover not measured on hardware yet
 };
 
 }  // namespace lutlm

@@ -63,6 +63,14 @@ void int4_tables_scalar(const float* x, int64_t Kp, int group_size, int8_t* tab,
   }
 }
 
+void fp16_to_fp32_scalar(const uint16_t* src, float* dst, int n) {
+  for (int i = 0; i < n; ++i) dst[i] = fp16_to_fp32(src[i]);
+}
+
+void fp32_to_fp16_scalar(const float* src, uint16_t* dst, int n) {
+  for (int i = 0; i < n; ++i) dst[i] = fp32_to_fp16_bits(src[i]);
+}
+
 namespace {
 
 void lut_ternary_tile_scalar(const uint8_t* codes, const int8_t* tables, int steps,
@@ -131,7 +139,8 @@ void mad_int4_tile_scalar(const int8_t* x8, float xs, const int32_t* xsum8, cons
 
 const IsaKernels kScalarKernels = {
     "scalar", ternary_tables_scalar, int4_tables_scalar, lut_ternary_tile_scalar, lut_int4_tile_scalar,
-    mad_ternary_tile_scalar, mad_int4_tile_scalar, 64, 8,
+    mad_ternary_tile_scalar, mad_int4_tile_scalar, fp16_to_fp32_scalar, fp32_to_fp16_scalar,
+    64, 8,
 };
 
 }  // namespace lutlm

@@ -10,4 +10,6 @@ void int4_tables_avx2(const float* x, int64_t Kp, int group_size, int8_t* tab, f
 void lut_ternary_tile_avx2(const uint8_t* codes, const int8_t* tables, int steps, int32_t acc[16]);
 void lut_int4_tile_avx2(const Int4TileArgs& w, const int8_t* tables, const float* tscale,
                         const float* xsum, float y[16]);
+void fp16_to_fp32_avx2(const uint16_t* src, float* dst, int n);
+void fp32_to_fp16_avx2(const float* src, uint16_t* dst, int n);
 }  // namespace lutlm::avx2

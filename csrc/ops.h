@@ -46,4 +46,23 @@ void gemm_int4(const float* x, int64_t M, const Int4Weights& w, Method method, f
 // Reads `bytes` of a buffer `reps` times across the pool; returns GB/s (1e9 B/s).
 double read_bandwidth_gbps(int64_t bytes, int reps);
 
+// --- paged attention (attention.cpp) --------------------------------------------
+struct AttentionArgs {
+  const float* q;             // [T, n_heads, head_dim], T = cu_q[num_seqs]
+  const uint16_t* k_cache;    // [num_blocks, block_size, n_kv_heads, head_dim] fp16
+  const uint16_t* v_cache;
+  const int32_t* block_tables;  // [num_seqs, max_blocks]
+  const int32_t* ctx_lens;      // [num_seqs]: tokens in the cache, new ones included
+  const int32_t* cu_q;          // [num_seqs + 1]: query offsets into q
+  int num_seqs, max_blocks, n_heads, n_kv_heads, head_dim, block_size;
+  float scale;
+};
+
+// Stores k, v [T, row] (row = n_kv_heads * head_dim) at cache slots (block * block_size +
+// offset); a negative slot skips its token.
+void write_kv_cache(const float* k, const float* v, const int32_t* slots, int64_t T,
+                    int64_t row, uint16_t* k_cache, uint16_t* v_cache);
+// out [T, n_heads, head_dim] = causal softmax(q k^T * scale) v over the paged cache.
+void paged_attention(const AttentionArgs& args, float* out);
+
 }  // namespace lutlm
