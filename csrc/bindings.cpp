@@ -232,7 +232,9 @@ PYBIND11_MODULE(_C, mod) {
 
   mod.def("gemm_int4", [](const py::object& x_obj, const py::object& c_obj,
                           const py::object& d_obj, const py::object& m_obj, int64_t N, int64_t K,
-                          int group_size, const std::string& method) {
+                          int group_size, const std::string& method, int act_bits) {
+    if (act_bits != 8 && act_bits != 16) fail("act_bits must be 8 or 16, got " + std::to_string(act_bits));
+    if (act_bits == 16 && method == "lut") fail("act_bits=16 needs method 'mad' or 'auto'");
     check_dims(N, K);
     check_group_size(group_size);
     const Method meth = parse_method(method);
@@ -247,11 +249,11 @@ PYBIND11_MODULE(_C, mod) {
     Int4Weights w{codes.data(), d.data(), m_obj.is_none() ? nullptr : m.data(), N, K, Kp, group_size};
     {
       py::gil_scoped_release nogil;
-      gemm_int4(x.data(), M, w, meth, y.mutable_data());
+      gemm_int4(x.data(), M, w, meth, act_bits, y.mutable_data());
     }
     return y;
   }, py::arg("x"), py::arg("codes"), py::arg("d"), py::arg("m"), py::arg("N"), py::arg("K"),
-     py::arg("group_size"), py::arg("method") = "auto",
+     py::arg("group_size"), py::arg("method") = "auto", py::arg("act_bits") = 8,
      "y[M, N] = x[M, K] . W^T for packed INT4 W (w = d*q + m, or d*(q-8) when m is None).");
 
   mod.def("write_kv_cache", [](const py::object& k_obj, const py::object& v_obj,

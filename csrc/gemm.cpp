@@ -3,9 +3,9 @@
 // (LUT) and int8 dot-product (MAD) methods.
 //
 // Error model (tested in tests/test_gemm.py, documented in docs/ARCHITECTURE.md):
-//  * MAD quantizes each activation row to int8 with scale s = max|x| / 127, so
-//    |x - s*x8| <= s/2 per element, and then computes W . (s*x8) exactly in integers
-//    up to the final fp32 scaling.
+//  * MAD quantizes activations to int8 with scale s = max|x| / 127 per row (ternary)
+//    or per weight group (INT4), so |x - s*x8| <= s/2 per element, and then computes
+//    W . (s*x8) exactly in integers up to the fp32 scaling.
 //  * LUT quantizes each table (sums of 2 or 4 activations) with scale
 //    t = max|entry| / 127: each lookup is off by at most t/2.
 //  * A row of x that holds NaN or Inf gives a row of NaN in y.
@@ -52,20 +52,24 @@ float normalize_row(const float* x, int64_t K, int64_t Kp, float* xpad) {
   return f;
 }
 
-// Per-row int8 quantization of x[K] into x8[Kp] (zero padded): x8 = round(x * 127/max|x|).
-void quantize_row(const float* x, int64_t K, int64_t Kp, float* xbuf, int8_t* x8, float* scale,
-                  uint8_t* bad) {
+// int8 quantization of x[K] into x8[Kp] (zero padded) in blocks of `block` values, one
+// scale per block: x8 = round(x * 127/max|x_block|). Per row for ternary (BitNet's
+// per-token activations), per weight group for INT4 (like GGUF's Q8_0 activations).
+void quantize_row(const float* x, int64_t K, int64_t Kp, int64_t block, float* xbuf, int8_t* x8,
+                  float* scale, uint8_t* bad) {
   std::fill(x8, x8 + Kp, 0);
-  *scale = 0.0f;
+  std::fill(scale, scale + Kp / block, 0.0f);
   const float f = normalize_row(x, K, Kp, xbuf);
   *bad = f == 0.0f;
   if (*bad) return;
-  float amax = 0.0f;
-  for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(xbuf[k]));
-  if (amax == 0.0f) return;
-  *scale = amax / 127.0f / f;
-  const float inv = 127.0f / amax;
-  for (int64_t k = 0; k < K; ++k) x8[k] = round_to_i8(xbuf[k] * inv);
+  for (int64_t b0 = 0; b0 < Kp; b0 += block) {
+    float amax = 0.0f;
+    for (int64_t k = b0; k < b0 + block; ++k) amax = std::max(amax, std::fabs(xbuf[k]));
+    if (amax == 0.0f) continue;
+    scale[b0 / block] = amax / 127.0f / f;
+    const float inv = 127.0f / amax;
+    for (int64_t k = b0; k < b0 + block; ++k) x8[k] = round_to_i8(xbuf[k] * inv);
+  }
 }
 
 // Split NT tiles into tasks of about kTaskBytes of packed weights, with at least a
@@ -143,7 +147,8 @@ void gemm_ternary(const float* x, int64_t M, const TernaryWeights& w, Method met
   std::vector<int32_t> bsum(M * num_kb);  // sum of x8 over each K-block
   for_each_row(M, [&](int64_t m) {
     const int8_t* row = x8.data() + m * Kp;
-    quantize_row(x + m * K, K, Kp, xbuf.data() + m * Kp, x8.data() + m * Kp, &rscale[m], &bad[m]);
+    quantize_row(x + m * K, K, Kp, Kp, xbuf.data() + m * Kp, x8.data() + m * Kp, &rscale[m],
+                 &bad[m]);
     for (int64_t b = 0; b < num_kb; ++b) {
       int32_t s = 0;
       for (int64_t k = b * kMadKBlock; k < std::min(Kp, (b + 1) * kMadKBlock); ++k) s += row[k];
@@ -169,7 +174,8 @@ void gemm_ternary(const float* x, int64_t M, const TernaryWeights& w, Method met
   });
 }
 
-void gemm_int4(const float* x, int64_t M, const Int4Weights& w, Method method, float* y) {
+void gemm_int4(const float* x, int64_t M, const Int4Weights& w, Method method, int act_bits,
+               float* y) {
   if (M == 0) return;
   const IsaKernels& kern = active_kernels();
   const int64_t N = w.N, K = w.K, Kp = w.Kp, gs = w.group_size;
@@ -177,7 +183,6 @@ void gemm_int4(const float* x, int64_t M, const Int4Weights& w, Method method, f
   const int64_t tile_bytes = steps * kStepBytes;
   const int64_t per_task = tiles_per_task(NT, tile_bytes);
   const int num_tasks = (int)((NT + per_task - 1) / per_task);
-  std::vector<float> rscale(M);
   std::vector<uint8_t> bad(M);
 
   auto store = [&](int64_t m, int64_t t, const float y16[16]) {
@@ -196,7 +201,7 @@ void gemm_int4(const float* x, int64_t M, const Int4Weights& w, Method method, f
     return a;
   };
 
-  if (resolve_method(method, M, true) == Method::kLut) {
+  if (act_bits == 8 && resolve_method(method, M, true) == Method::kLut) {
     std::vector<int8_t> tables(M * steps * kInt4TableBytes);
     std::vector<float> xsum(M * G), tscale(M * G), xpad(M * Kp);
     for_each_row(M, [&](int64_t m) {
@@ -227,32 +232,47 @@ void gemm_int4(const float* x, int64_t M, const Int4Weights& w, Method method, f
     return;
   }
 
-  std::vector<int8_t> x8(M * Kp);
-  std::vector<float> xbuf(M * Kp);
-  std::vector<int32_t> xsum8(M * G);
-  for_each_row(M, [&](int64_t m) {
-    int8_t* row = x8.data() + m * Kp;
-    quantize_row(x + m * K, K, Kp, xbuf.data() + m * Kp, row, &rscale[m], &bad[m]);
+  // act_bits 16: x = s1*x8 + s2*r8, where r8 quantizes the residual of the first
+  // pass (error about 1/254 of int8's); rows M..2M-1 hold the residuals.
+  const int64_t R = act_bits == 16 ? 2 * M : M;
+  std::vector<int8_t> x8(R * Kp);
+  std::vector<float> xbuf(R * Kp), gscale(R * G);
+  std::vector<int32_t> xsum8(R * G);
+  std::vector<uint8_t> bad_r(R);
+  auto quantize = [&](const float* src, int64_t r) {
+    int8_t* row = x8.data() + r * Kp;
+    quantize_row(src, K, Kp, gs, xbuf.data() + r * Kp, row, gscale.data() + r * G, &bad_r[r]);
     for (int64_t g = 0; g < G; ++g) {
       int32_t s = 0;
       for (int64_t k = g * gs; k < (g + 1) * gs; ++k) s += row[k];
-      xsum8[m * G + g] = s;
+      xsum8[r * G + g] = s;
     }
+  };
+  for_each_row(M, [&](int64_t m) {
+    quantize(x + m * K, m);
+    bad[m] = bad_r[m];
+    if (R == M || bad[m]) return;
+    std::vector<float> res(K);
+    for (int64_t k = 0; k < K; ++k) res[k] = x[m * K + k] - x8[m * Kp + k] * gscale[m * G + k / gs];
+    quantize(res.data(), M + m);
   });
   ThreadPool::instance().parallel_for(num_tasks, [&](int task) {
     const int64_t t0 = task * per_task, t1 = std::min(NT, t0 + per_task);
     std::vector<uint8_t> w8((size_t)kTileRows * kMadKBlock);
-    std::vector<float> acc(M * kTileRows);
+    std::vector<float> acc(R * kTileRows);
     for (int64_t t = t0; t < t1; ++t) {
       std::fill(acc.begin(), acc.end(), 0.0f);
       for (int64_t kb = 0; kb < Kp; kb += kMadKBlock) {
         const int klen = (int)std::min<int64_t>(kMadKBlock, Kp - kb);
         const Int4TileArgs a = tile_args(t, kb / gs, (int)(klen / gs));
         decode_int4_tile(a.codes, klen / kInt4StepK, w8.data());
-        for (int64_t m = 0; m < M; ++m)
-          kern.mad_int4_tile(x8.data() + m * Kp + kb, rscale[m], xsum8.data() + m * G + kb / gs,
+        for (int64_t m = 0; m < R; ++m)
+          kern.mad_int4_tile(x8.data() + m * Kp + kb, gscale.data() + m * G + kb / gs,
+                             xsum8.data() + m * G + kb / gs,
                              w8.data(), a.d, a.m, a.groups, (int)gs, acc.data() + m * kTileRows);
       }
+      if (R > M)
+        for (int64_t i = 0; i < M * kTileRows; ++i) acc[i] += acc[M * kTileRows + i];
       for (int64_t m = 0; m < M; ++m) store(m, t, acc.data() + m * kTileRows);
     }
   });

@@ -36,10 +36,11 @@ struct IsaKernels {
   // x_sum = sum_k x8[k], for kernels that multiply by w+1 (unsigned) and subtract it.
   void (*mad_ternary_tile)(const int8_t* x8, int32_t x_sum, const int8_t* wq, int k_len,
                            int32_t acc[16]);
-  // INT4 with codes q in 0..15: per group g, dot = sum_{k in g} x8[k] * q[r][k] (exact),
-  // then y[r] = fma(d, dot*xs, y[r]); fma(m, xsum8[g]*xs, y[r]) when m is given, else
-  // y[r] = fma(d, (dot - 8*xsum8[g])*xs, y[r]), in this order for every ISA.
-  void (*mad_int4_tile)(const int8_t* x8, float xs, const int32_t* xsum8, const uint8_t* wq,
+  // INT4 with codes q in 0..15 and activations quantized per weight group (scale xs[g]):
+  // dot = sum_{k in g} x8[k] * q[r][k] (exact), then y[r] = fma(d, dot*xs[g], y[r]);
+  // fma(m, xsum8[g]*xs[g], y[r]) when m is given, else
+  // y[r] = fma(d, (dot - 8*xsum8[g])*xs[g], y[r]), in this order for every ISA.
+  void (*mad_int4_tile)(const int8_t* x8, const float* xs, const int32_t* xsum8, const uint8_t* wq,
                         const uint16_t* d, const uint16_t* m, int groups, int group_size,
                         float y[16]);
   // IEEE half <-> float for n values (round to nearest even), used by the KV cache.

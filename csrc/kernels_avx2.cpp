@@ -275,11 +275,10 @@ void mad_ternary_tile_avx2(const int8_t* x8, int32_t /*x_sum*/, const int8_t* wq
   _mm256_storeu_si256(out + 1, _mm256_add_epi32(_mm256_loadu_si256(out + 1), a1));
 }
 
-void mad_int4_tile_avx2(const int8_t* x8, float xs, const int32_t* xsum8, const uint8_t* wq,
+void mad_int4_tile_avx2(const int8_t* x8, const float* xs, const int32_t* xsum8, const uint8_t* wq,
                         const uint16_t* d, const uint16_t* m, int groups, int group_size,
                         float y[16]) {
   const __m256i ones16 = _mm256_set1_epi16(1);
-  const __m256 xsv = _mm256_set1_ps(xs);
   __m256 y0 = _mm256_loadu_ps(y), y1 = _mm256_loadu_ps(y + 8);
   const int quads = group_size / 4;
   for (int g = 0; g < groups; ++g) {
@@ -299,6 +298,7 @@ void mad_int4_tile_avx2(const int8_t* x8, float xs, const int32_t* xsum8, const 
     const __m256 d0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(d + g * 16)));
     const __m256 d1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(d + g * 16 + 8)));
     const __m256i xsum = _mm256_set1_epi32(xsum8[g]);
+    const __m256 xsv = _mm256_set1_ps(xs[g]);
     if (m) {
       const __m256 m0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(m + g * 16)));
       const __m256 m1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(m + g * 16 + 8)));

@@ -39,10 +39,9 @@ void mad_ternary_tile_avx512(const int8_t* x8, int32_t x_sum, const int8_t* wq, 
   _mm512_storeu_si512(acc, _mm512_add_epi32(_mm512_loadu_si512(acc), r));
 }
 
-void mad_int4_tile_avx512(const int8_t* x8, float xs, const int32_t* xsum8, const uint8_t* wq,
+void mad_int4_tile_avx512(const int8_t* x8, const float* xs, const int32_t* xsum8, const uint8_t* wq,
                           const uint16_t* d, const uint16_t* m, int groups, int group_size,
                           float y[16]) {
-  const __m512 xsv = _mm512_set1_ps(xs);
   __m512 yv = _mm512_loadu_ps(y);
   const int quads = group_size / 4;  // 8, 16 or 32
   for (int g = 0; g < groups; ++g) {
@@ -56,6 +55,7 @@ void mad_int4_tile_avx512(const int8_t* x8, float xs, const int32_t* xsum8, cons
         _mm512_add_epi32(_mm512_add_epi32(a[0], a[1]), _mm512_add_epi32(a[2], a[3]));
     const __m512 dg = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(d + g * 16)));
     const __m512i xsum = _mm512_set1_epi32(xsum8[g]);
+    const __m512 xsv = _mm512_set1_ps(xs[g]);
     if (m) {
       const __m512 mg = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(m + g * 16)));
       yv = _mm512_fmadd_ps(dg, _mm512_mul_ps(_mm512_cvtepi32_ps(dot), xsv), yv);

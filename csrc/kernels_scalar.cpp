@@ -112,7 +112,7 @@ void mad_ternary_tile_scalar(const int8_t* x8, int32_t /*x_sum*/, const int8_t* 
       for (int i = 0; i < 4; ++i) acc[r] += (int32_t)x8[4 * q + i] * wq[4 * r + i];
 }
 
-void mad_int4_tile_scalar(const int8_t* x8, float xs, const int32_t* xsum8, const uint8_t* wq,
+void mad_int4_tile_scalar(const int8_t* x8, const float* xs, const int32_t* xsum8, const uint8_t* wq,
                           const uint16_t* d, const uint16_t* m, int groups, int group_size,
                           float y[16]) {
   const int quads = group_size / 4;
@@ -126,10 +126,10 @@ void mad_int4_tile_scalar(const int8_t* x8, float xs, const int32_t* xsum8, cons
     for (int r = 0; r < kTileRows; ++r) {
       const float dg = fp16_to_fp32(d[g * 16 + r]);
       if (m) {
-        y[r] = std::fma(dg, (float)dot[r] * xs, y[r]);
-        y[r] = std::fma(fp16_to_fp32(m[g * 16 + r]), (float)xsum8[g] * xs, y[r]);
+        y[r] = std::fma(dg, (float)dot[r] * xs[g], y[r]);
+        y[r] = std::fma(fp16_to_fp32(m[g * 16 + r]), (float)xsum8[g] * xs[g], y[r]);
       } else {
-        y[r] = std::fma(dg, (float)(dot[r] - 8 * xsum8[g]) * xs, y[r]);
+        y[r] = std::fma(dg, (float)(dot[r] - 8 * xsum8[g]) * xs[g], y[r]);
       }
     }
   }

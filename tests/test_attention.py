@@ -71,7 +71,8 @@ def test_mixed_prefill_and_decode(rng, isa, n_heads, n_kv, hd):
     ctx_lens = [1, 17, 40, 33, 16]
     q_lens = [1, 17, 1, 9, 16]  # decode, full prefill, decode, chunk over a prefix, prefill
     k_cache, v_cache, tables, keys, values = build_cache(
-        rng, ctx_lens, n_kv, hd, block_size, num_blocks=64)
+        rng, ctx_lens, n_kv, hd, block_size, num_blocks=64
+    )
     T = sum(q_lens)
     q = rng.standard_normal((T, n_heads, hd)).astype(np.float32)
     cu = np.concatenate([[0], np.cumsum(q_lens)]).astype(np.int32)
@@ -86,7 +87,8 @@ def test_shared_prefix_blocks_and_many_blocks(rng):
     n_heads, n_kv, hd, bs = 4, 2, 64, 16
     ctx_lens = [70, 75, 64]
     k_cache, v_cache, tables, keys, values = build_cache(
-        rng, ctx_lens, n_kv, hd, bs, num_blocks=70000, share_prefix=3)
+        rng, ctx_lens, n_kv, hd, bs, num_blocks=70000, share_prefix=3
+    )
     assert (tables[1, :3] == tables[0, :3]).all() and tables.max() > 1 << 16
     q_lens = [1, 1, 1]
     q = rng.standard_normal((3, n_heads, hd)).astype(np.float32)
@@ -133,5 +135,10 @@ def test_attention_input_errors(rng):
     with pytest.raises(ValueError, match="dtype float16"):
         _C.paged_attention(q, k_cache.astype(np.float32), k_cache, tables, ctx, cu, 1.0)
     with pytest.raises(ValueError, match="outside the cache of 64 slots"):
-        _C.write_kv_cache(np.zeros((1, 2, 64), np.float32), np.zeros((1, 2, 64), np.float32),
-                          np.array([64], np.int32), k_cache, k_cache.copy())
+        _C.write_kv_cache(
+            np.zeros((1, 2, 64), np.float32),
+            np.zeros((1, 2, 64), np.float32),
+            np.array([64], np.int32),
+            k_cache,
+            k_cache.copy(),
+        )

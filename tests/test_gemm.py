@@ -1,8 +1,8 @@
 """GEMM kernels against float64 numpy references.
 
 Each method's error is bounded analytically (docs/ARCHITECTURE.md, "Error bounds"):
-  * mad: x is quantized per row to int8 with scale s = max|x|/127, so
-    |y - W.x| <= sum_k |W[n,k]| * s/2 (+ fp32 rounding);
+  * mad: x is quantized to int8 with scale s = max|x|/127 per row (ternary) or per
+    weight group g (INT4), so |y - W.x| <= sum_k |W[n,k]| * s_k/2 (+ fp32 rounding);
   * lut: every table lookup is off by at most t/2 (t = table scale), so for ternary
     |y - W.x| <= scale[n] * t/2 * (pairs of row n that are not (0, 0)), and for INT4
     |y - W.x| <= sum_g |d[n,g]| * t_g/2 * sum over quads of the plane weights 2^b of
@@ -103,11 +103,14 @@ def int4_bound(x, w: Int4Weight, method):
     q = _C.unpack_int4(w.codes, n, k, gs).astype(np.int64)
     d = np.abs(w._unpack_scales(w.d)).astype(np.float64)  # [N, G]
     x64 = x.astype(np.float64)
-    if method == "mad":
-        s = np.abs(x64).max(axis=1) / 127
-        wd = np.abs(w.dequantize().astype(np.float64))
-        return (s / 2)[:, None] * wd.sum(axis=1)[None, :]
     kp = d.shape[1] * gs
+    if method == "mad":  # activations quantized per weight group
+        xg = np.zeros((x.shape[0], kp))
+        xg[:, :k] = np.abs(x64)
+        s = xg.reshape(x.shape[0], -1, gs).max(axis=2) / 127  # [M, G]
+        wd = np.zeros((n, kp))
+        wd[:, :k] = np.abs(w.dequantize().astype(np.float64))
+        return (s / 2) @ wd.reshape(n, -1, gs).sum(axis=2).T
     qp = np.full((n, kp), 8, np.int64)  # padding is a zero weight
     qp[:, :k] = q
     xp = np.zeros((x.shape[0], kp))

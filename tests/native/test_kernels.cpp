@@ -322,13 +322,14 @@ void test_mad_int4(Rng& rng, Stats& st) {
     std::vector<uint16_t> d((size_t)groups * 16), m((size_t)groups * 16);
     for (auto& v : d) v = rand_half(rng);
     for (auto& v : m) v = rand_half(rng);
-    const float xs = rand_float(rng, 1e-4f, 1e-1f);
+    std::vector<float> xs(groups);  // one activation scale per group
+    for (auto& v : xs) v = rand_float(rng, 1e-4f, 1e-1f);
     Guarded<float> ref, got;
     init_pair(ref, got, rng, true);
     const uint16_t* mp = with_m ? m.data() : nullptr;
-    kScalarKernels.mad_int4_tile(xt.data(), xs, xsum8.data(), wq.data(), d.data(), mp, groups,
+    kScalarKernels.mad_int4_tile(xt.data(), xs.data(), xsum8.data(), wq.data(), d.data(), mp, groups,
                                  group_size, ref.p());
-    kNeonKernels.mad_int4_tile(xt.data(), xs, xsum8.data(), wq.data(), d.data(), mp, groups,
+    kNeonKernels.mad_int4_tile(xt.data(), xs.data(), xsum8.data(), wq.data(), d.data(), mp, groups,
                                group_size, got.p());
     compare(st,
             "groups=" + std::to_string(groups) + " group_size=" + std::to_string(group_size) +

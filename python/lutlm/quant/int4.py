@@ -80,11 +80,25 @@ class Int4Weight:
         )
         return (d * q + m).astype(np.float32)
 
-    def matmul(self, x: np.ndarray, method: str = "auto") -> np.ndarray:
-        """y = x @ W.T for x [M, K] (or [K]); method 'auto', 'lut' or 'mad'."""
+    def matmul(self, x: np.ndarray, method: str = "auto", act_bits: int = 8) -> np.ndarray:
+        """y = x @ W.T for x [M, K] (or [K]).
+
+        Args:
+            x: activations [M, K] or [K].
+            method: 'auto', 'lut' or 'mad'.
+            act_bits: 8, or 16 for two int8 passes (MAD only): activation error about
+                1/254 of int8's, at about twice the MAD cost.
+        """
         xm, vector = activations(x, self.shape[1])
         y = _C.gemm_int4(
-            xm, self.codes, self.d, self.m, *self.shape, self.group_size, check_method(method)
+            xm,
+            self.codes,
+            self.d,
+            self.m,
+            *self.shape,
+            self.group_size,
+            check_method(method),
+            act_bits,
         )
         return y[0] if vector else y
 
@@ -128,17 +142,11 @@ def quantize_int4(w: np.ndarray, group_size: int = 32, symmetric: bool = True) -
     return Int4Weight.pack(q, d, m, group_size)
 
 
-def int4_from_gguf_blocks(blocks: np.ndarray, shape: tuple[int, int], ggml_type: str) -> Int4Weight:
-    """Import GGUF Q4_0 or Q4_1 blocks without loss.
-
-    Args:
-        blocks: the tensor's raw bytes as uint8, [N, K/32 * block_bytes] or flat.
-        shape: (N, K) in GGUF's row-major order (K is the contiguous dimension).
-        ggml_type: "Q4_0" (d, 16 bytes of codes) or "Q4_1" (d, m, 16 bytes of codes).
-
-    Returns:
-        An Int4Weight whose dequantized values equal GGUF's bit for bit.
-    """
+def gguf_q4_arrays(
+    blocks: np.ndarray, shape: tuple[int, int], ggml_type: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Unpack GGUF Q4_0/Q4_1 blocks to codes q [N, K] and fp16 scales d, minimums m
+    [N, K/32] (m is None for Q4_0). Arguments as for :func:`int4_from_gguf_blocks`."""
     if ggml_type not in _GGUF_BLOCK_BYTES:
         raise ValueError(f"ggml_type must be Q4_0 or Q4_1, got {ggml_type!r}")
     N, K = shape
@@ -157,4 +165,19 @@ def int4_from_gguf_blocks(blocks: np.ndarray, shape: tuple[int, int], ggml_type:
         m = np.ascontiguousarray(b[..., 2:4]).view(np.float16)[..., 0]
     qs = b[..., bb - 16 :]
     q = np.concatenate([qs & 0x0F, qs >> 4], axis=2).reshape(N, K)
+    return q, d, m
+
+
+def int4_from_gguf_blocks(blocks: np.ndarray, shape: tuple[int, int], ggml_type: str) -> Int4Weight:
+    """Import GGUF Q4_0 or Q4_1 blocks without loss.
+
+    Args:
+        blocks: the tensor's raw bytes as uint8, [N, K/32 * block_bytes] or flat.
+        shape: (N, K) in GGUF's row-major order (K is the contiguous dimension).
+        ggml_type: "Q4_0" (d, 16 bytes of codes) or "Q4_1" (d, m, 16 bytes of codes).
+
+    Returns:
+        An Int4Weight whose dequantized values equal GGUF's bit for bit.
+    """
+    q, d, m = gguf_q4_arrays(blocks, shape, ggml_type)
     return Int4Weight.pack(q, d, m, 32)

@@ -1,0 +1,77 @@
+"""Linear layers over packed weights, and how each checkpoint tensor becomes one.
+
+Weight formats (`weights=` in the loader): "int4" (group 32, the default), "ternary"
+(absmean per row) and "f32". GGUF Q4_0/Q4_1 tensors import to INT4 exactly whatever
+the choice; ternary sources (TQ1_0/TQ2_0, BitNet) stay ternary.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lutlm.quant import Int4Weight, TernaryWeight, quantize_int4, quantize_ternary
+from lutlm.quant.int4 import gguf_q4_arrays
+
+WEIGHT_FORMATS = ("int4", "ternary", "f32")
+
+
+class Linear:
+    """y = x @ W.T (+ bias) for a packed or float32 W [N, K]."""
+
+    def __init__(
+        self,
+        weight: Int4Weight | TernaryWeight | np.ndarray,
+        bias: np.ndarray | None = None,
+        act_bits: int = 8,
+    ) -> None:
+        self.weight = weight
+        self.bias = None if bias is None else np.asarray(bias, np.float32)
+        self.out_features, self.in_features = weight.shape
+        self.act_bits = act_bits  # INT4 only: 16 = two int8 passes (see Int4Weight.matmul)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if isinstance(self.weight, np.ndarray):
+            y = x @ self.weight.T
+        elif isinstance(self.weight, Int4Weight):
+            y = self.weight.matmul(x, act_bits=self.act_bits)
+        else:
+            y = self.weight.matmul(x)
+        return y if self.bias is None else y + self.bias
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.weight.nbytes)
+
+
+def quantize_dense(w: np.ndarray, fmt: str) -> Int4Weight | TernaryWeight | np.ndarray:
+    """Pack a float matrix in the chosen format."""
+    if fmt == "int4":
+        return quantize_int4(w, 32, symmetric=True)
+    if fmt == "ternary":
+        return quantize_ternary(w, per_row=True)
+    if fmt == "f32":
+        return np.ascontiguousarray(w, dtype=np.float32)
+    raise ValueError(f"weights must be one of {WEIGHT_FORMATS}, got {fmt!r}")
+
+
+def fuse_gguf_linear(
+    parts: list[tuple[str, tuple[int, ...], np.ndarray]], dequantize: list, fmt: str
+) -> Int4Weight | TernaryWeight | np.ndarray:
+    """One weight from GGUF tensors stacked along N (e.g. q, k, v).
+
+    Args:
+        parts: (ggml type, shape, raw data) per tensor.
+        dequantize: callables returning each part as float32, for non-Q4 types.
+        fmt: the format for tensors that are not already INT4.
+    """
+    if all(kind in ("Q4_0", "Q4_1") for kind, _, _ in parts):
+        qs, ds, ms = [], [], []
+        for kind, shape, data in parts:
+            q, d, m = gguf_q4_arrays(data, shape, kind)
+            qs.append(q)
+            ds.append(d)
+            ms.append(-8.0 * d.astype(np.float32) if m is None else m)
+        any_min = any(kind == "Q4_1" for kind, _, _ in parts)
+        m_all = np.concatenate(ms).astype(np.float16) if any_min else None
+        return Int4Weight.pack(np.concatenate(qs), np.concatenate(ds), m_all, 32)
+    return quantize_dense(np.concatenate([f() for f in dequantize]), fmt)
