@@ -102,7 +102,15 @@ void ThreadPool::parallel_for(int num_tasks, const std::function<void(int)>& fn)
   }
   cv_.notify_all();
   run_tasks();
-  while (busy_.load(std::memory_order_acquire) != 0) LUTLM_PAUSE();
+  // Workers are normally just behind; on an oversubscribed machine one may have been
+  // descheduled, so stop burning the core it needs after a short spin.
+  for (int spins = 0; busy_.load(std::memory_order_acquire) != 0; ++spins) {
+    if (spins < 4096) {
+      LUTLM_PAUSE();
+    } else {
+      std::this_thread::yield();
+    }
+  }
   fn_ = nullptr;
 }
 
