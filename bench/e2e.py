@@ -27,15 +27,17 @@ from lutlm.engine.sampling_params import SamplingParams
 from lutlm.model import load_model
 
 
-def bench_lutlm(path, threads: int, prompt: list[int], decode: int, repeats: int,
-                act_bits: int) -> tuple[float, float]:
+def bench_lutlm(
+    path, threads: int, prompt: list[int], decode: int, repeats: int, act_bits: int
+) -> tuple[float, float]:
     _C.set_num_threads(threads)
     model = load_model(path, act_bits=act_bits)
     best_pre, best_dec = 0.0, 0.0
     for _ in range(repeats):
         engine = LLMEngine(model, [], num_blocks=64)
-        rid = engine.add_request(prompt, SamplingParams(max_tokens=decode + 1, temperature=0,
-                                                        ignore_eos=True))
+        rid = engine.add_request(
+            prompt, SamplingParams(max_tokens=decode + 1, temperature=0, ignore_eos=True)
+        )
         t0 = time.perf_counter()
         engine.step()  # the whole prompt (<= 512 tokens) and the first token
         t1 = time.perf_counter()
@@ -48,14 +50,21 @@ def bench_lutlm(path, threads: int, prompt: list[int], decode: int, repeats: int
     return best_pre, best_dec
 
 
-def bench_llamacpp(path, threads: int, prompt: list[int], decode: int,
-                   repeats: int) -> tuple[float, float] | None:
+def bench_llamacpp(
+    path, threads: int, prompt: list[int], decode: int, repeats: int
+) -> tuple[float, float] | None:
     if importlib.util.find_spec("llama_cpp") is None:
         return None
     from llama_cpp import Llama
 
-    llm = Llama(model_path=str(path), n_threads=threads, n_threads_batch=threads, n_ctx=1024,
-                n_batch=512, verbose=False)
+    llm = Llama(
+        model_path=str(path),
+        n_threads=threads,
+        n_threads_batch=threads,
+        n_ctx=1024,
+        n_batch=512,
+        verbose=False,
+    )
     best_pre, best_dec = 0.0, 0.0
     for _ in range(repeats):
         llm.reset()
@@ -89,10 +98,14 @@ def main() -> None:
     print(f"- model: {path.name if hasattr(path, 'name') else path}")
     print(f"- cpu: {info['model']}, isa {info['isa']}; {platform.platform()}")
     print(f"- command: `python {shlex.join(sys.argv)}`")
-    print(f"- prompt {args.prompt_tokens} tokens, decode {args.decode} tokens, greedy, "
-          f"best of {args.repeats}; lutlm act_bits={args.act_bits}\n")
-    print("| threads | lutlm prefill tok/s | llama.cpp prefill tok/s | lutlm decode tok/s "
-          "| llama.cpp decode tok/s | decode lutlm/llama.cpp |")
+    print(
+        f"- prompt {args.prompt_tokens} tokens, decode {args.decode} tokens, greedy, "
+        f"best of {args.repeats}; lutlm act_bits={args.act_bits}\n"
+    )
+    print(
+        "| threads | lutlm prefill tok/s | llama.cpp prefill tok/s | lutlm decode tok/s "
+        "| llama.cpp decode tok/s | decode lutlm/llama.cpp |"
+    )
     print("|---|---|---|---|---|---|")
     for th in (int(t) for t in args.threads.split(",")):
         pre, dec = bench_lutlm(path, th, prompt, args.decode, args.repeats, args.act_bits)
