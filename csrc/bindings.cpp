@@ -256,6 +256,21 @@ PYBIND11_MODULE(_C, mod) {
      py::arg("group_size"), py::arg("method") = "auto", py::arg("act_bits") = 8,
      "y[M, N] = x[M, K] . W^T for packed INT4 W (w = d*q + m, or d*(q-8) when m is None).");
 
+  mod.def("gemm_f32", [](const py::object& x_obj, const py::object& w_obj) {
+    if (!py::isinstance<py::array>(w_obj)) fail("w must be a numpy array");
+    auto w = require<float>(w_obj, "w", "float32", {-1, -1});
+    const int64_t N = w.shape(0), K = w.shape(1);
+    check_dims(N, K);
+    py::array_t<float> x = activations(x_obj, K);
+    const int64_t M = x.shape(0);
+    py::array_t<float> y({M, N});
+    {
+      py::gil_scoped_release nogil;
+      gemm_f32(x.data(), M, w.data(), N, K, y.mutable_data());
+    }
+    return y;
+  }, py::arg("x"), py::arg("w"), "y[M, N] = x[M, K] . w[N, K]^T in fp32, on the pool.");
+
   mod.def("write_kv_cache", [](const py::object& k_obj, const py::object& v_obj,
                                const py::object& slots_obj, py::array k_cache, py::array v_cache) {
     check_cache(k_cache, v_cache);

@@ -278,4 +278,18 @@ void gemm_int4(const float* x, int64_t M, const Int4Weights& w, Method method, i
   });
 }
 
+void gemm_f32(const float* x, int64_t M, const float* w, int64_t N, int64_t K, float* y) {
+  if (M == 0) return;
+  const IsaKernels& kern = active_kernels();
+  const int64_t rows = std::max<int64_t>(16, kTaskBytes / (K * 4));
+  const int64_t by_balance = std::max<int64_t>(16, N / (4 * ThreadPool::instance().num_threads()));
+  const int64_t per_task = std::min(rows, by_balance);
+  const int num_tasks = (int)((N + per_task - 1) / per_task);
+  ThreadPool::instance().parallel_for(num_tasks, [&](int task) {
+    const int64_t n0 = task * per_task, n1 = std::min(N, n0 + per_task);
+    for (int64_t n = n0; n < n1; ++n)
+      for (int64_t m = 0; m < M; ++m) y[m * N + n] = kern.dot_f32(x + m * K, w + n * K, (int)K);
+  });
+}
+
 }  // namespace lutlm

@@ -46,6 +46,9 @@ struct IsaKernels {
   // IEEE half <-> float for n values (round to nearest even), used by the KV cache.
   void (*fp16_to_fp32)(const uint16_t* src, float* dst, int n);
   void (*fp32_to_fp16)(const float* src, uint16_t* dst, int n);
+  // fp32 dot product: eight fma lanes (lane i takes elements i mod 8), summed as
+  // ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)), then the n % 8 tail by fma, in every ISA.
+  float (*dot_f32)(const float* a, const float* b, int n);
   // Method::kAuto uses LUT for M up to these, MAD above (measured: bench/RESULTS.md).
   int lut_max_m_ternary;
   int lut_max_m_int4;
@@ -57,6 +60,7 @@ float ternary_tables_scalar(const float* x, int64_t Kp, int8_t* tab);
 void int4_tables_scalar(const float* x, int64_t Kp, int group_size, int8_t* tab, float* tscale);
 void fp16_to_fp32_scalar(const uint16_t* src, float* dst, int n);
 void fp32_to_fp16_scalar(const float* src, uint16_t* dst, int n);
+float dot_f32_scalar(const float* a, const float* b, int n);
 #if defined(LUTLM_HAVE_AVX2)
 extern const IsaKernels kAvx2Kernels;
 extern const IsaKernels kAvx512Kernels;

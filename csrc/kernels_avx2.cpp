@@ -3,6 +3,7 @@
 // AVX-512 table (kernels_avx512.cpp) reuses the table builders and LUT kernels.
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "kernels.h"
@@ -238,6 +239,17 @@ void fp16_to_fp32_avx2(const uint16_t* src, float* dst, int n) {
   for (; i < n; ++i) dst[i] = fp16_to_fp32(src[i]);
 }
 
+float dot_f32_avx2(const float* a, const float* b, int n) {
+  __m256 acc = _mm256_setzero_ps();
+  int i = 0;
+  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));  // l_j + l_j+4
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));  // (l0+l4)+(l2+l6), (l1+l5)+(l3+l7)
+  float s = _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
+  for (; i < n; ++i) s = std::fma(a[i], b[i], s);
+  return s;
+}
+
 void fp32_to_fp16_avx2(const float* src, uint16_t* dst, int n) {
   int i = 0;
   for (; i + 8 <= n; i += 8)
@@ -322,7 +334,7 @@ void mad_int4_tile_avx2(const int8_t* x8, const float* xs, const int32_t* xsum8,
 const IsaKernels kAvx2Kernels = {
     "avx2", avx2::ternary_tables_avx2, avx2::int4_tables_avx2, avx2::lut_ternary_tile_avx2,
     avx2::lut_int4_tile_avx2, avx2::mad_ternary_tile_avx2, avx2::mad_int4_tile_avx2,
-    avx2::fp16_to_fp32_avx2, avx2::fp32_to_fp16_avx2, 512, 8,
+    avx2::fp16_to_fp32_avx2, avx2::fp32_to_fp16_avx2, avx2::dot_f32_avx2, 512, 8,
 };
 
 }  // namespace lutlm

@@ -104,6 +104,19 @@ void fp32_to_fp16_neon(const float* src, uint16_t* dst, int n) {
   for (; i < n; ++i) dst[i] = fp32_to_fp16_bits(src[i]);
 }
 
+float dot_f32_neon(const float* a, const float* b, int n) {
+  float32x4_t lo = vdupq_n_f32(0), hi = vdupq_n_f32(0);  // lanes 0-3 and 4-7
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    lo = vfmaq_f32(lo, vld1q_f32(a + i), vld1q_f32(b + i));
+    hi = vfmaq_f32(hi, vld1q_f32(a + i + 4), vld1q_f32(b + i + 4));
+  }
+  const float32x4_t h = vaddq_f32(lo, hi);  // l_j + l_j+4
+  float s = (vgetq_lane_f32(h, 0) + vgetq_lane_f32(h, 2)) + (vgetq_lane_f32(h, 1) + vgetq_lane_f32(h, 3));
+  for (; i < n; ++i) s = std::fma(a[i], b[i], s);
+  return s;
+}
+
 // One quad: acc[j] (rows 4j..4j+3, two int32 partial sums each) += x[0..3] . w[r][0..3].
 // Each int16 product pair is at most 2*127*127, so vpadal never overflows.
 inline void quad_dot(const int8_t* x, const int8_t* wq, int32x4_t acc[8]) {
@@ -157,7 +170,7 @@ void mad_int4_tile_neon(const int8_t* x8, const float* xs, const int32_t* xsum8,
 
 const IsaKernels kNeonKernels = {
     "neon", ternary_tables_scalar, int4_tables_scalar, lut_ternary_tile_neon, lut_int4_tile_neon,
-    mad_ternary_tile_neon, mad_int4_tile_neon, fp16_to_fp32_neon, fp32_to_fp16_neon,
+    mad_ternary_tile_neon, mad_int4_tile_neon, fp16_to_fp32_neon, fp32_to_fp16_neon, dot_f32_neon,
     512, 8,  // crossover not measured on hardware yet
 };
 

@@ -67,6 +67,16 @@ void fp16_to_fp32_scalar(const uint16_t* src, float* dst, int n) {
   for (int i = 0; i < n; ++i) dst[i] = fp16_to_fp32(src[i]);
 }
 
+float dot_f32_scalar(const float* a, const float* b, int n) {
+  float l[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) l[j] = std::fma(a[i + j], b[i + j], l[j]);
+  float s = ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+  for (; i < n; ++i) s = std::fma(a[i], b[i], s);
+  return s;
+}
+
 void fp32_to_fp16_scalar(const float* src, uint16_t* dst, int n) {
   for (int i = 0; i < n; ++i) dst[i] = fp32_to_fp16_bits(src[i]);
 }
@@ -140,6 +150,7 @@ void mad_int4_tile_scalar(const int8_t* x8, const float* xs, const int32_t* xsum
 const IsaKernels kScalarKernels = {
     "scalar", ternary_tables_scalar, int4_tables_scalar, lut_ternary_tile_scalar, lut_int4_tile_scalar,
     mad_ternary_tile_scalar, mad_int4_tile_scalar, fp16_to_fp32_scalar, fp32_to_fp16_scalar,
+    dot_f32_scalar,
     64, 8,
 };
 

@@ -12,4 +12,5 @@ void lut_int4_tile_avx2(const Int4TileArgs& w, const int8_t* tables, const float
                         const float* xsum, float y[16]);
 void fp16_to_fp32_avx2(const uint16_t* src, float* dst, int n);
 void fp32_to_fp16_avx2(const float* src, uint16_t* dst, int n);
+float dot_f32_avx2(const float* a, const float* b, int n);
 }  // namespace lutlm::avx2

@@ -45,6 +45,9 @@ void gemm_ternary(const float* x, int64_t M, const TernaryWeights& w, Method met
 void gemm_int4(const float* x, int64_t M, const Int4Weights& w, Method method, int act_bits,
                float* y);
 
+// y[M, N] = x[M, K] . w[N, K]^T in fp32 (kernels.h dot_f32 order), for unquantized layers.
+void gemm_f32(const float* x, int64_t M, const float* w, int64_t N, int64_t K, float* y);
+
 // --- memory bandwidth probe (membw.cpp) -----------------------------------------
 // Reads `bytes` of a buffer `reps` times across the pool; returns GB/s (1e9 B/s).
 double read_bandwidth_gbps(int64_t bytes, int reps);

@@ -233,3 +233,16 @@ def test_auto_dispatch_follows_crossover():
     assert _C.resolve_method("auto", lim["ternary"] + 1, False) == "mad"
     assert _C.resolve_method("auto", lim["int4"] + 1, True) == "mad"
     assert _C.resolve_method("lut", 512, True) == "lut"
+
+
+@pytest.mark.parametrize("n,k", [(1, 1), (17, 33), (300, 576), (49, 1000)])
+def test_gemm_f32_against_numpy_and_scalar(rng, n, k):
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    x = rng.standard_normal((3, k)).astype(np.float32)
+    ref = x.astype(np.float64) @ w.astype(np.float64).T
+    _C.set_isa("scalar")
+    want = _C.gemm_f32(x, w)
+    np.testing.assert_allclose(want, ref, rtol=1e-5, atol=1e-5 * np.sqrt(k))
+    for isa in ISAS:
+        _C.set_isa(isa)
+        np.testing.assert_array_equal(_C.gemm_f32(x, w), want)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lutlm import _C
 from lutlm.quant import Int4Weight, TernaryWeight, quantize_int4, quantize_ternary
 from lutlm.quant.int4 import gguf_q4_arrays
 
@@ -31,7 +32,8 @@ class Linear:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if isinstance(self.weight, np.ndarray):
-            y = x @ self.weight.T
+            # lutlm's pool, not numpy's BLAS threads, which would compete with it.
+            y = _C.gemm_f32(x, self.weight)
         elif isinstance(self.weight, Int4Weight):
             y = self.weight.matmul(x, act_bits=self.act_bits)
         else:
