@@ -86,6 +86,9 @@ class GGUFModelFile:
             eos_token_ids=[] if eos is None else [int(eos)],
         )
 
+    def has(self, name: str) -> bool:
+        return name in self.tensors
+
     def tensor(self, name: str) -> tuple[str, tuple[int, ...], np.ndarray]:
         """(ggml type name, numpy-order shape, raw data) of a tensor."""
         t = self.tensors.get(name)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from lutlm.formats.gguf import GGUFModelFile
+from lutlm.formats.safetensors_dir import HFModelDir
 from lutlm.model.decoder import Decoder, Embedding, LayerWeights
 from lutlm.model.linear import WEIGHT_FORMATS, Linear, fuse_gguf_linear, quantize_dense
 
@@ -28,6 +29,28 @@ GGUF_LAYER = {
     "attn_sub_norm": "blk.{i}.attn_sub_norm.weight",
     "ffn_sub_norm": "blk.{i}.ffn_sub_norm.weight",
 }
+GGUF_GLOBAL = {"embed": "token_embd.weight", "norm": "output_norm.weight", "head": "output.weight"}
+HF_LAYER = {
+    "attn_norm": "model.layers.{i}.input_layernorm.weight",
+    "q": "model.layers.{i}.self_attn.q_proj.weight",
+    "k": "model.layers.{i}.self_attn.k_proj.weight",
+    "v": "model.layers.{i}.self_attn.v_proj.weight",
+    "o": "model.layers.{i}.self_attn.o_proj.weight",
+    "ffn_norm": "model.layers.{i}.post_attention_layernorm.weight",
+    "gate": "model.layers.{i}.mlp.gate_proj.weight",
+    "up": "model.layers.{i}.mlp.up_proj.weight",
+    "down": "model.layers.{i}.mlp.down_proj.weight",
+    "q_bias": "model.layers.{i}.self_attn.q_proj.bias",
+    "k_bias": "model.layers.{i}.self_attn.k_proj.bias",
+    "v_bias": "model.layers.{i}.self_attn.v_proj.bias",
+    "attn_sub_norm": "model.layers.{i}.self_attn.attn_sub_norm.weight",
+    "ffn_sub_norm": "model.layers.{i}.mlp.ffn_sub_norm.weight",
+}
+HF_GLOBAL = {
+    "embed": "model.embed_tokens.weight",
+    "norm": "model.norm.weight",
+    "head": "lm_head.weight",
+}
 FUSED = {"qkv": ("q", "k", "v"), "gate_up": ("gate", "up")}
 HEAD_FORMATS = ("int4", "f32")
 
@@ -38,7 +61,7 @@ def load_model(
     """Load a model file into a Decoder.
 
     Args:
-        path: a .gguf file.
+        path: a .gguf file or an HF directory (config.json + *.safetensors).
         weights: format for linear weights that are not already INT4/ternary in the
             file: "int4" (group 32), "ternary" or "f32".
         head: format of the LM head (tied or not): "f32" (default: an INT4 head costs
@@ -57,6 +80,8 @@ def load_model(
     if act_bits not in (8, 16):
         raise ValueError(f"act_bits must be 8 or 16, got {act_bits}")
     path = Path(path)
+    if path.is_dir():
+        return _build(HFModelDir(path), HF_LAYER, HF_GLOBAL, weights, head, act_bits)
     if path.suffix in (".bin", ".pt", ".pth"):
         raise ValueError(
             f"{path}: pickled weights are not loaded (unpickling runs code); convert to "
@@ -64,10 +89,17 @@ def load_model(
         )
     if path.suffix != ".gguf":
         raise ValueError(f"{path}: expected a .gguf file")
-    return _load_gguf(GGUFModelFile(path), weights, head, act_bits)
+    return _build(GGUFModelFile(path), GGUF_LAYER, GGUF_GLOBAL, weights, head, act_bits)
 
 
-def _load_gguf(f: GGUFModelFile, weights: str, head: str, act_bits: int) -> Decoder:
+def _build(
+    f: GGUFModelFile | HFModelDir,
+    layer_names: dict[str, str],
+    global_names: dict[str, str],
+    weights: str,
+    head: str,
+    act_bits: int,
+) -> Decoder:
     config = f.config()
     c = config
 
@@ -77,46 +109,47 @@ def _load_gguf(f: GGUFModelFile, weights: str, head: str, act_bits: int) -> Deco
             raise ValueError(f"{f.path}: tensor {name!r} has shape {got}, expected {shape}")
 
     def linear(role: str, i: int) -> Linear:
-        names = [GGUF_LAYER[p].format(i=i) for p in FUSED.get(role, (role,))]
+        names = [layer_names[p].format(i=i) for p in FUSED.get(role, (role,))]
         parts = [f.tensor(n) for n in names]
         w = fuse_gguf_linear(parts, [partial(f.float32, n) for n in names], weights)
         bias = None
         if role == "qkv" and c.qkv_bias:
             bias = np.concatenate(
-                [f.float32(GGUF_LAYER[b].format(i=i)) for b in ("q_bias", "k_bias", "v_bias")]
+                [f.float32(layer_names[b].format(i=i)) for b in ("q_bias", "k_bias", "v_bias")]
             )
         return Linear(w, bias, act_bits)
 
     def optional(role: str, i: int) -> np.ndarray | None:
-        name = GGUF_LAYER[role].format(i=i)
-        return f.float32(name) if name in f.tensors else None
+        name = layer_names[role].format(i=i)
+        return f.float32(name) if f.has(name) else None
 
     D, kv = c.hidden_size, c.num_kv_heads * c.head_dim
     layers = []
     for i in range(c.num_layers):
         fmt = partial(str.format, i=i)
-        check(fmt(GGUF_LAYER["q"]), (c.num_heads * c.head_dim, D))
-        check(fmt(GGUF_LAYER["k"]), (kv, D))
-        check(fmt(GGUF_LAYER["v"]), (kv, D))
-        check(fmt(GGUF_LAYER["gate"]), (c.intermediate_size, D))
-        check(fmt(GGUF_LAYER["down"]), (D, c.intermediate_size))
+        check(fmt(layer_names["q"]), (c.num_heads * c.head_dim, D))
+        check(fmt(layer_names["k"]), (kv, D))
+        check(fmt(layer_names["v"]), (kv, D))
+        check(fmt(layer_names["gate"]), (c.intermediate_size, D))
+        check(fmt(layer_names["down"]), (D, c.intermediate_size))
         layers.append(
             LayerWeights(
-                attn_norm=f.float32(fmt(GGUF_LAYER["attn_norm"])),
+                attn_norm=f.float32(fmt(layer_names["attn_norm"])),
                 qkv=linear("qkv", i),
                 o=linear("o", i),
-                ffn_norm=f.float32(fmt(GGUF_LAYER["ffn_norm"])),
+                ffn_norm=f.float32(fmt(layer_names["ffn_norm"])),
                 gate_up=linear("gate_up", i),
                 down=linear("down", i),
                 attn_sub_norm=optional("attn_sub_norm", i) if c.sub_norms else None,
                 ffn_sub_norm=optional("ffn_sub_norm", i) if c.sub_norms else None,
             )
         )
-    embed_f32 = f.float32("token_embd.weight")
+    embed_f32 = f.float32(global_names["embed"])
     if embed_f32.shape[1] != D:
         raise ValueError(
-            f"{f.path}: token_embd.weight has shape {embed_f32.shape}, expected (vocab, {D})"
+            f"{f.path}: {global_names['embed']} has shape {embed_f32.shape}, expected (vocab, {D})"
         )
-    head_src = embed_f32 if c.tie_word_embeddings else f.float32("output.weight")
+    tied = c.tie_word_embeddings or not f.has(global_names["head"])
+    head_src = embed_f32 if tied else f.float32(global_names["head"])
     lm_head = Linear(quantize_dense(head_src, head), act_bits=act_bits)
-    return Decoder(config, Embedding(embed_f32), layers, f.float32("output_norm.weight"), lm_head)
+    return Decoder(config, Embedding(embed_f32), layers, f.float32(global_names["norm"]), lm_head)
