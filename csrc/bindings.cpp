@@ -234,7 +234,6 @@ PYBIND11_MODULE(_C, mod) {
                           const py::object& d_obj, const py::object& m_obj, int64_t N, int64_t K,
                           int group_size, const std::string& method, int act_bits) {
     if (act_bits != 8 && act_bits != 16) fail("act_bits must be 8 or 16, got " + std::to_string(act_bits));
-    if (act_bits == 16 && method == "lut") fail("act_bits=16 needs method 'mad' or 'auto'");
     check_dims(N, K);
     check_group_size(group_size);
     const Method meth = parse_method(method);

@@ -72,6 +72,41 @@ void quantize_row(const float* x, int64_t K, int64_t Kp, int64_t block, float* x
   }
 }
 
+// act_bits 16 for the LUT: a second set of tables holding what the first one's int8
+// rounding lost (table - t*q), with its own per-group scale; the kernel runs once per
+// set. Same order of fp32 operations as the ISA table builders, so every ISA agrees.
+void int4_residual_tables(const float* x, int64_t Kp, int group_size, const int8_t* tab,
+                          const float* tscale, int8_t* tab2, float* tscale2) {
+  const int64_t quads = group_size / kInt4StepK;
+  std::vector<float> res((size_t)quads * 16);
+  for (int64_t g = 0; g < Kp / group_size; ++g) {
+    float amax = 0.0f;
+    for (int64_t q = 0; q < quads; ++q) {
+      const int64_t s = g * quads + q;
+      float sums[16];
+      sums[0] = 0.0f;
+      for (int idx = 1; idx < 16; ++idx) {
+        const int hb = 31 - __builtin_clz(idx);
+        sums[idx] = sums[idx & ~(1 << hb)] + x[4 * s + hb];
+      }
+      for (int idx = 0; idx < 16; ++idx) {
+        const float r = sums[idx] - (float)tab[s * kInt4TableBytes + idx] * tscale[g];
+        res[q * 16 + idx] = r;
+        amax = std::max(amax, std::fabs(r));
+      }
+    }
+    tscale2[g] = amax / 127.0f;
+    const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    for (int64_t q = 0; q < quads; ++q) {
+      int8_t* t = tab2 + (g * quads + q) * kInt4TableBytes;
+      for (int idx = 0; idx < 16; ++idx) {
+        t[idx] = round_to_i8(res[q * 16 + idx] * inv);
+        t[16 + idx] = (int8_t)-t[idx];
+      }
+    }
+  }
+}
+
 // Split NT tiles into tasks of about kTaskBytes of packed weights, with at least a
 // few tasks per thread for balance.
 int64_t tiles_per_task(int64_t NT, int64_t tile_bytes) {
@@ -201,17 +236,24 @@ void gemm_int4(const float* x, int64_t M, const Int4Weights& w, Method method, i
     return a;
   };
 
-  if (act_bits == 8 && resolve_method(method, M, true) == Method::kLut) {
-    std::vector<int8_t> tables(M * steps * kInt4TableBytes);
-    std::vector<float> xsum(M * G), tscale(M * G), xpad(M * Kp);
+  if (resolve_method(method, M, true) == Method::kLut) {
+    const int sets = act_bits == 16 ? 2 : 1;  // set 1: residual tables (rows M..2M-1)
+    std::vector<int8_t> tables(sets * M * steps * kInt4TableBytes);
+    std::vector<float> xsum(M * G), zeros(G, 0.0f), tscale(sets * M * G), xpad(M * Kp);
     for_each_row(M, [&](int64_t m) {
       const float* xm = x + m * K;
       const float f = normalize_row(xm, K, Kp, xpad.data() + m * Kp);
       bad[m] = f == 0.0f;
       if (bad[m]) return;
       float* ts = tscale.data() + m * G;
-      kern.int4_tables(xpad.data() + m * Kp, Kp, (int)gs, tables.data() + m * steps * kInt4TableBytes,
-                       ts);
+      int8_t* tab = tables.data() + m * steps * kInt4TableBytes;
+      kern.int4_tables(xpad.data() + m * Kp, Kp, (int)gs, tab, ts);
+      if (sets == 2) {
+        float* ts2 = tscale.data() + (M + m) * G;
+        int4_residual_tables(xpad.data() + m * Kp, Kp, (int)gs, tab, ts,
+                             tables.data() + (M + m) * steps * kInt4TableBytes, ts2);
+        for (int64_t g = 0; g < G; ++g) ts2[g] /= f;
+      }
       for (int64_t g = 0; g < G; ++g) {
         ts[g] /= f;
         double sum = 0.0;
@@ -226,6 +268,10 @@ void gemm_int4(const float* x, int64_t M, const Int4Weights& w, Method method, i
           float y16[16] = {0};
           kern.lut_int4_tile(tile_args(t, 0, (int)G), tables.data() + m * steps * kInt4TableBytes,
                              tscale.data() + m * G, xsum.data() + m * G, y16);
+          if (sets == 2)  // the minimum term was added by the first pass
+            kern.lut_int4_tile(tile_args(t, 0, (int)G),
+                               tables.data() + (M + m) * steps * kInt4TableBytes,
+                               tscale.data() + (M + m) * G, zeros.data(), y16);
           store(m, t, y16);
         }
     });

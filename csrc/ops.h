@@ -41,7 +41,8 @@ Method resolve_method(Method m, int64_t M, bool int4);
 
 void gemm_ternary(const float* x, int64_t M, const TernaryWeights& w, Method method, float* y);
 // act_bits 8: activations (or LUT tables) in int8. act_bits 16: two int8 passes, the
-// second on the residual (MAD only; about twice the MAD time), for reference-grade accuracy.
+// second on what the first lost (residual activations for MAD, residual tables for LUT;
+// about twice the time), for reference-grade accuracy.
 void gemm_int4(const float* x, int64_t M, const Int4Weights& w, Method method, int act_bits,
                float* y);
 

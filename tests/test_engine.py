@@ -18,8 +18,9 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def model16():
-    # act_bits=16 runs every INT4 layer through the MAD kernels with per-row activation
-    # quantization, so a row's numbers do not depend on the batch it is in.
+    # With act_bits=16 a row's numbers do not depend on the other rows of its batch
+    # (only on whether the batch is small enough for the LUT kernels), and both kernel
+    # paths are within ~4e-5 of exact, so greedy tokens survive batching and preemption.
     return load_model(smollm2_path(), act_bits=16)
 
 

@@ -105,7 +105,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
         default=16,
         choices=(8, 16),
         help="activation precision of INT4 layers: 16 (two int8 passes, reference-grade) "
-        "or 8 (int8 and LUT decode: faster, less exact)",
+        "or 8 (one int8 pass: faster, less exact)",
     )
     p.add_argument("--threads", type=int, help="kernel threads (default: physical cores)")
     p.add_argument("--max-tokens", type=int, default=256)

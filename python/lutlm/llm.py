@@ -37,9 +37,9 @@ class LLM:
         model: a .gguf path; None for the default model.
         weights: format of linear weights not already INT4/ternary ("int4", "ternary", "f32").
         act_bits: activation precision of INT4 layers. 16 (default): two int8 passes,
-            reference-grade answers. 8: int8 activations and LUT decode, faster, but on
-            small models like SmolLM2-135M greedy answers can drift (96 % top-1 agreement
-            with fp32).
+            reference-grade answers. 8: int8 activations and tables, about twice as fast
+            in the GEMMs, but on small models like SmolLM2-135M greedy answers can drift
+            (96 % top-1 agreement with fp32).
         max_model_len: context per request (default: the model's).
         kv_cache_memory_gb: memory for the KV cache.
     """
