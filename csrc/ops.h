@@ -49,6 +49,18 @@ void gemm_int4(const float* x, int64_t M, const Int4Weights& w, Method method, i
 // y[M, N] = x[M, K] . w[N, K]^T in fp32 (kernels.h dot_f32 order), for unquantized layers.
 void gemm_f32(const float* x, int64_t M, const float* w, int64_t N, int64_t K, float* y);
 
+// --- per-token layer operations (layer_ops.cpp) ---------------------------------
+// y = x / sqrt(mean(x^2) + eps) * w per row of x [T, D] (sum of squares in double).
+void rms_norm(const float* x, const float* w, int64_t T, int64_t D, float eps, float* y);
+// h += delta, then y = rms_norm(h): the residual add fused with the next norm.
+void add_rms_norm(float* h, const float* delta, const float* w, int64_t T, int64_t D, float eps,
+                  float* y);
+// Rotary embedding of x [T, H, d] in place; pairs (2i, 2i+1) or (i, i + d/2).
+void rope(float* x, const int64_t* positions, const float* inv_freq, int64_t T, int64_t H,
+          int64_t d, bool interleaved);
+// out [T, F] = act(gate) * up for gu [T, 2F] = [gate | up]; act = silu, or relu^2.
+void gated_act(const float* gu, int64_t T, int64_t F, bool relu2, float* out);
+
 // --- memory bandwidth probe (membw.cpp) -----------------------------------------
 // Reads `bytes` of a buffer `reps` times across the pool; returns GB/s (1e9 B/s).
 double read_bandwidth_gbps(int64_t bytes, int reps);

@@ -17,11 +17,6 @@ from lutlm.model.linear import Linear
 from lutlm.model.rope import Rope
 
 
-def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
-    var = np.mean(np.square(x, dtype=np.float32), axis=-1, keepdims=True)
-    return (x / np.sqrt(var + eps)) * weight
-
-
 @dataclass
 class LayerWeights:
     attn_norm: np.ndarray
@@ -67,19 +62,21 @@ class Decoder:
     def forward(self, batch: ForwardBatch, cache: KVCache) -> np.ndarray:
         """Logits [len(batch.logits_indices), vocab] (float32)."""
         c = self.config
-        T = len(batch.token_ids)
-        h = self.embed(batch.token_ids)
+        T, eps = len(batch.token_ids), c.rms_norm_eps
+        qs, kvs = self.q_size, self.kv_size
+        h = self.embed(batch.token_ids)  # the residual stream, updated in place
+        x = _C.rms_norm(h, self.layers[0].attn_norm, eps)
         for i, layer in enumerate(self.layers):
-            x = rms_norm(h, layer.attn_norm, c.rms_norm_eps)
             qkv = layer.qkv(x)
-            q = qkv[:, : self.q_size].reshape(T, c.num_heads, c.head_dim)
-            k = qkv[:, self.q_size : self.q_size + self.kv_size].reshape(T, c.num_kv_heads, -1)
-            v = qkv[:, self.q_size + self.kv_size :].reshape(T, c.num_kv_heads, c.head_dim)
-            q = self.rope(q, batch.positions)
-            k = self.rope(k, batch.positions)
-            _C.write_kv_cache(
-                k, np.ascontiguousarray(v), batch.slot_mapping, cache.k[i], cache.v[i]
+            q = self.rope(
+                np.ascontiguousarray(qkv[:, :qs]).reshape(T, c.num_heads, -1), batch.positions
             )
+            k = self.rope(
+                np.ascontiguousarray(qkv[:, qs : qs + kvs]).reshape(T, c.num_kv_heads, -1),
+                batch.positions,
+            )
+            v = np.ascontiguousarray(qkv[:, qs + kvs :]).reshape(T, c.num_kv_heads, -1)
+            _C.write_kv_cache(k, v, batch.slot_mapping, cache.k[i], cache.v[i])
             attn = _C.paged_attention(
                 q,
                 cache.k[i],
@@ -89,19 +86,17 @@ class Decoder:
                 batch.cu_seqlens_q,
                 self.scale,
             )
-            attn = attn.reshape(T, self.q_size)
+            attn = attn.reshape(T, qs)
             if layer.attn_sub_norm is not None:
-                attn = rms_norm(attn, layer.attn_sub_norm, c.rms_norm_eps)
-            h = h + layer.o(attn)
-            x = rms_norm(h, layer.ffn_norm, c.rms_norm_eps)
-            gu = layer.gate_up(x)
-            gate, up = gu[:, : c.intermediate_size], gu[:, c.intermediate_size :]
-            if c.hidden_act == "relu2":
-                act = np.square(np.maximum(gate, 0)) * up
-            else:
-                act = gate / (1.0 + np.exp(-gate)) * up
+                attn = _C.rms_norm(attn, layer.attn_sub_norm, eps)
+            x = _C.add_rms_norm(h, layer.o(attn), layer.ffn_norm, eps)
+            act = _C.gated_act(layer.gate_up(x), c.hidden_act == "relu2")
             if layer.ffn_sub_norm is not None:
-                act = rms_norm(act, layer.ffn_sub_norm, c.rms_norm_eps)
-            h = h + layer.down(act.astype(np.float32, copy=False))
-        out = rms_norm(h[batch.logits_indices], self.final_norm, c.rms_norm_eps)
-        return self.lm_head(out.astype(np.float32, copy=False))
+                act = _C.rms_norm(act, layer.ffn_sub_norm, eps)
+            down = layer.down(act)
+            if i + 1 < len(self.layers):
+                x = _C.add_rms_norm(h, down, self.layers[i + 1].attn_norm, eps)
+            else:
+                h += down
+        out = _C.rms_norm(h[batch.logits_indices], self.final_norm, eps)
+        return self.lm_head(out)

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from lutlm import _C
 from lutlm.model.config import ModelConfig
 
 
@@ -31,34 +32,12 @@ def inverse_frequencies(config: ModelConfig) -> np.ndarray:
 
 
 class Rope:
-    """Applies RoPE to [T, heads, head_dim] arrays in place, given positions [T]."""
+    """Applies RoPE in place to [T, heads, head_dim] float32 arrays (C++, lutlm._C.rope)."""
 
     def __init__(self, config: ModelConfig) -> None:
         self.interleaved = config.rope_interleaved
-        self.inv_freq = inverse_frequencies(config)
-        self._cos = np.zeros((0, len(self.inv_freq)), np.float32)
-        self._sin = self._cos
-
-    def _tables(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        need = int(positions.max()) + 1 if positions.size else 0
-        if need > len(self._cos):
-            n = max(need, 2 * len(self._cos), 256)
-            ang = np.arange(n, dtype=np.float64)[:, None] * self.inv_freq[None, :]
-            self._cos, self._sin = np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
-        return self._cos[positions][:, None, :], self._sin[positions][:, None, :]
+        self.inv_freq = inverse_frequencies(config).astype(np.float32)
 
     def __call__(self, x: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        cos, sin = self._tables(positions)
-        if self.interleaved:
-            a, b = x[..., 0::2], x[..., 1::2]
-        else:
-            half = x.shape[-1] // 2
-            a, b = x[..., :half], x[..., half:]
-        ra = a * cos - b * sin
-        rb = b * cos + a * sin
-        out = np.empty_like(x)
-        if self.interleaved:
-            out[..., 0::2], out[..., 1::2] = ra, rb
-        else:
-            out[..., : ra.shape[-1]], out[..., ra.shape[-1] :] = ra, rb
-        return out
+        _C.rope(x, positions, self.inv_freq, self.interleaved)
+        return x

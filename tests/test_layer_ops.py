@@ -1,0 +1,58 @@
+"""The fused per-token layer operations against numpy."""
+
+import numpy as np
+import pytest
+
+from lutlm import _C
+
+
+def np_rms_norm(x, w, eps):
+    x64 = x.astype(np.float64)
+    return x64 / np.sqrt((x64 * x64).mean(axis=-1, keepdims=True) + eps) * w
+
+
+def test_rms_norm_and_fused_residual(rng):
+    x = (rng.standard_normal((5, 576)) * 30).astype(np.float32)
+    w = rng.standard_normal(576).astype(np.float32)
+    np.testing.assert_allclose(
+        _C.rms_norm(x, w, 1e-5), np_rms_norm(x, w, 1e-5), rtol=2e-6, atol=2e-6
+    )
+    h = x.copy()
+    d = rng.standard_normal((5, 576)).astype(np.float32)
+    y = _C.add_rms_norm(h, d, w, 1e-6)
+    np.testing.assert_array_equal(h, x + d)
+    np.testing.assert_allclose(y, np_rms_norm(x + d, w, 1e-6), rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_rope_against_numpy(rng, interleaved):
+    T, H, d = 7, 3, 64
+    x = rng.standard_normal((T, H, d)).astype(np.float32)
+    pos = np.array([0, 1, 5, 100, 2047, 8000, 3], np.int64)
+    inv = (1.0 / 10000 ** (np.arange(0, d, 2) / d)).astype(np.float32)
+    ang = pos[:, None, None].astype(np.float64) * inv.astype(np.float64)
+    if interleaved:
+        a, b = x[..., 0::2], x[..., 1::2]
+    else:
+        a, b = x[..., : d // 2], x[..., d // 2 :]
+    ra, rb = a * np.cos(ang) - b * np.sin(ang), b * np.cos(ang) + a * np.sin(ang)
+    want = np.empty_like(x, dtype=np.float64)
+    if interleaved:
+        want[..., 0::2], want[..., 1::2] = ra, rb
+    else:
+        want[..., : d // 2], want[..., d // 2 :] = ra, rb
+    got = x.copy()
+    _C.rope(got, pos, inv, interleaved)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="head_dim must be even"):
+        _C.rope(np.zeros((1, 1, 3), np.float32), pos[:1], inv[:1], False)
+
+
+@pytest.mark.parametrize("relu2", [False, True])
+def test_gated_activation(rng, relu2):
+    gu = (rng.standard_normal((4, 2 * 96)) * 4).astype(np.float32)
+    g, u = gu[:, :96].astype(np.float64), gu[:, 96:].astype(np.float64)
+    want = (np.maximum(g, 0) ** 2 if relu2 else g / (1 + np.exp(-g))) * u
+    np.testing.assert_allclose(_C.gated_act(gu, relu2), want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"\[T, 2F\]"):
+        _C.gated_act(np.zeros((2, 5), np.float32))
