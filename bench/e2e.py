@@ -50,6 +50,33 @@ def bench_lutlm(
     return best_pre, best_dec
 
 
+NATIVE_CALLS = ("gemm_int4", "gemm_ternary", "gemm_f32", "paged_attention", "write_kv_cache",
+                "rms_norm", "add_rms_norm", "rope", "gated_act")
+
+
+def kernel_share(path, threads: int, prompt: list[int], decode: int, act_bits: int) -> float:
+    """Fraction of decode time spent inside lutlm._C calls (cProfile; the rest is Python)."""
+    import cProfile
+    import pstats
+
+    _C.set_num_threads(threads)
+    engine = LLMEngine(load_model(path, act_bits=act_bits), [], num_blocks=64)
+    engine.add_request(prompt, SamplingParams(max_tokens=decode + 1, temperature=0,
+                                              ignore_eos=True))
+    engine.step()
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.enable()
+    while engine.has_unfinished():
+        engine.step()
+    prof.disable()
+    total = time.perf_counter() - t0
+    stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
+    native = sum(v[2] for k, v in stats.items()
+                 if any(k[2] == f"<built-in method lutlm._C.{n}>" for n in NATIVE_CALLS))
+    return native / total
+
+
 def bench_llamacpp(
     path, threads: int, prompt: list[int], decode: int, repeats: int
 ) -> tuple[float, float] | None:
@@ -90,6 +117,8 @@ def main() -> None:
     ap.add_argument("--decode", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--act-bits", type=int, default=8, choices=(8, 16))
+    ap.add_argument("--profile", action="store_true",
+                    help="also report the share of decode time inside native kernels")
     args = ap.parse_args()
     path = args.model or default_model_path()
     rng = np.random.default_rng(0)
@@ -113,6 +142,11 @@ def main() -> None:
         rp, rd = (f"{ref[0]:.0f}", f"{ref[1]:.1f}") if ref else ("not installed", "-")
         ratio = f"{dec / ref[1]:.2f}x" if ref else "-"
         print(f"| {th} | {pre:.0f} | {rp} | {dec:.1f} | {rd} | {ratio} |", flush=True)
+    if args.profile:
+        for th in (int(t) for t in args.threads.split(",")):
+            share = kernel_share(path, th, prompt, args.decode, args.act_bits)
+            print(f"\n{th} thread(s): {share:.0%} of decode time in lutlm._C calls, "
+                  f"{1 - share:.0%} in Python (cProfile, which inflates the Python side)")
 
 
 if __name__ == "__main__":
