@@ -24,8 +24,3 @@ class KVCache:
     @staticmethod
     def bytes_per_block(config: ModelConfig, block_size: int = 16) -> int:
         return 2 * 2 * config.num_layers * block_size * config.num_kv_heads * config.head_dim
-
-    @classmethod
-    def from_memory(cls, config: ModelConfig, nbytes: int, block_size: int = 16) -> KVCache:
-        """As many blocks as fit in nbytes."""
-        return cls(config, max(1, nbytes // cls.bytes_per_block(config, block_size)), block_size)
