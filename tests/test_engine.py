@@ -1,6 +1,5 @@
 """The engine on SmolLM2: greedy output against transformers, batching, preemption."""
 
-import numpy as np
 import pytest
 
 from lutlm.engine.engine import LLMEngine
@@ -72,6 +71,18 @@ def test_batched_equals_alone_and_preemption_loses_nothing(model16):
     assert small.blocks.num_free_blocks == 7
 
 
+def test_preemption_when_only_the_batch_together_is_short(model16):
+    """Two 16-token prompts fill one block each; with one block left, both need a second
+    block on the same decode step although each alone would fit."""
+    prompts = [PROMPTS[0] + PROMPTS[1][:7], PROMPTS[1] + PROMPTS[2]]
+    assert [len(p) for p in prompts] == [16, 16]
+    params = SamplingParams(max_tokens=6, temperature=0, ignore_eos=True)
+    alone = [run(LLMEngine(model16, [2], num_blocks=8), [p], params)[0][0] for p in prompts]
+    tight = LLMEngine(model16, [2], num_blocks=3)
+    assert run(tight, prompts, params)[0] == alone
+    assert tight.blocks.num_free_blocks == 3
+
+
 def test_seeded_sampling_is_reproducible(model16):
     params = SamplingParams(max_tokens=12, temperature=0.8, top_p=0.9, seed=7)
     a, _ = run(LLMEngine(model16, [2], num_blocks=64), PROMPTS[:1], params)
@@ -103,4 +114,3 @@ def test_context_limit_abort_and_stops(model16):
     assert stopped[0] == first[0][:3]
     none, _ = run(engine, PROMPTS[:1], SamplingParams(max_tokens=0))
     assert none[0] == [] and engine.blocks.num_free_blocks == 64
-    assert np.all(np.isfinite(model16.final_norm))

@@ -161,17 +161,15 @@ class LLMEngine:
         return self._sample([req], logits)
 
     def _decode(self) -> list[StepOutput]:
-        # Each running request needs room for the one token it is about to store.
-        while True:
-            short = [
-                r for r in self.running if not self.blocks.can_allocate(r.block_table, r.num_tokens)
-            ]
-            needed = sum(
-                self.blocks.blocks_needed(r.block_table, r.num_tokens) for r in self.running
-            )
-            if not short or needed <= self.blocks.num_free_blocks:
-                break
+        # Each running request needs room for the one token it is about to store; while
+        # together they need more blocks than are free, the newest is preempted.
+        def needed() -> int:
+            return sum(self.blocks.blocks_needed(r.block_table, r.num_tokens) for r in self.running)
+
+        while self.running and needed() > self.blocks.num_free_blocks:
             self._preempt(self.running[-1])
+        if not self.running:
+            return []
         reqs = list(self.running)
         for r in reqs:
             self.blocks.allocate(r.block_table, r.num_tokens)
