@@ -84,11 +84,7 @@ void int4_residual_tables(const float* x, int64_t Kp, int group_size, const int8
     for (int64_t q = 0; q < quads; ++q) {
       const int64_t s = g * quads + q;
       float sums[16];
-      sums[0] = 0.0f;
-      for (int idx = 1; idx < 16; ++idx) {
-        const int hb = 31 - __builtin_clz(idx);
-        sums[idx] = sums[idx & ~(1 << hb)] + x[4 * s + hb];
-      }
+      quad_subset_sums(x + 4 * s, sums);
       for (int idx = 0; idx < 16; ++idx) {
         const float r = sums[idx] - (float)tab[s * kInt4TableBytes + idx] * tscale[g];
         res[q * 16 + idx] = r;

@@ -98,6 +98,16 @@ inline uint16_t fp32_to_fp16_bits(float f) {
   return (uint16_t)(sign | (u >> 13));
 }
 
+// The 16 subset sums of x[0..3] (entry idx = sum of x[i] for the bits i of idx), in
+// the fp32 order every INT4 table builder uses: sums[idx] = sums[idx - top bit] + x[top].
+inline void quad_subset_sums(const float* x, float sums[16]) {
+  sums[0] = 0.0f;
+  for (int idx = 1; idx < 16; ++idx) {
+    const int hb = 31 - __builtin_clz(idx);
+    sums[idx] = sums[idx & ~(1 << hb)] + x[hb];
+  }
+}
+
 // IEEE half -> float, exact (no F16C needed).
 inline float fp16_to_fp32(uint16_t h) {
   const uint32_t sign = (uint32_t)(h & 0x8000) << 16;

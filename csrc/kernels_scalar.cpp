@@ -51,11 +51,9 @@ void int4_tables_scalar(const float* x, int64_t Kp, int group_size, int8_t* tab,
     const float inv = 127.0f / amax;
     for (int64_t q = q0; q < q1; ++q) {
       float sums[16];
-      sums[0] = 0.0f;
+      quad_subset_sums(x + 4 * q, sums);
       int8_t* t = tab + q * kInt4TableBytes;
       for (int idx = 1; idx < 16; ++idx) {
-        const int hb = 31 - __builtin_clz(idx);
-        sums[idx] = sums[idx & ~(1 << hb)] + x[4 * q + hb];
         t[idx] = round_to_i8(sums[idx] * inv);
         t[16 + idx] = (int8_t)-t[idx];
       }
