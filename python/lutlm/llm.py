@@ -8,26 +8,16 @@ print(llm.chat([{"role": "user", "content": "What is the capital of France?"}])[
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from lutlm.default_model import default_model_path
 from lutlm.engine.engine import LLMEngine
+from lutlm.engine.request import Request
 from lutlm.engine.sampling_params import SamplingParams
 from lutlm.model import load_model
 from lutlm.model.kv_cache import KVCache
+from lutlm.outputs import CompletionOutput, RequestOutput, TextStream
 from lutlm.tokenizer import Tokenizer
-
-
-@dataclass
-class RequestOutput:
-    request_id: str
-    prompt: str
-    prompt_token_ids: list[int]
-    text: str
-    token_ids: list[int]
-    finish_reason: str | None
-    logprobs: list | None = None
 
 
 class LLM:
@@ -100,18 +90,29 @@ class LLM:
         rids = [self.engine.add_request(i, params) for i in ids]
         while self.engine.has_unfinished():
             self.engine.step()
+        return [
+            self.output(prompt, self.engine.requests.pop(rid))
+            for prompt, rid in zip(prompts, rids, strict=True)
+        ]
+
+    def output(self, prompt: str, req: Request) -> RequestOutput:
+        """The RequestOutput of a finished engine request."""
         outs = []
-        for prompt, prompt_ids, rid in zip(prompts, ids, rids, strict=True):
-            req = self.engine.requests.pop(rid)
-            text = self.tokenizer.decode(req.output_ids)
-            reason = req.finish_reason
-            for stop in params.stop:  # stop strings end the text before them
-                cut = text.find(stop)
-                if cut >= 0:
-                    text, reason = text[:cut], "stop"
+        for seq in req.sequences:
+            stream = TextStream(self.tokenizer, seq.prompt_ids, seq.params.stop)
+            stream.add(seq.output_ids)
+            stream.finish()
+            reason = "stop" if stream.stopped else seq.finish_reason
             outs.append(
-                RequestOutput(
-                    rid, prompt, prompt_ids, text, req.output_ids, reason, req.logprobs or None
+                CompletionOutput(
+                    seq.index, stream.text, seq.output_ids, reason, seq.logprobs or None
                 )
             )
-        return outs
+        return RequestOutput(
+            req.request_id,
+            prompt,
+            req.prompt_ids,
+            outs,
+            req.prompt_logprobs if req.params.prompt_logprobs is not None else None,
+            max(0, req.num_cached_tokens),
+        )

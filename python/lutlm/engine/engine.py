@@ -1,17 +1,15 @@
 """LLMEngine: requests in, tokens out, one `step()` at a time.
 
-Each step either prefills a chunk of the oldest waiting request (up to the token
-budget) or decodes one token for every running request in a single batched forward,
-whose per-layer GEMM covers all sequences at once. When the cache runs out of blocks
-during decode, the newest running request is preempted: its blocks are freed and it
-is recomputed later (no request is lost). The continuous-batching scheduler with
-prefix caching replaces this policy without changing the model or the sampler.
+A step asks the scheduler (scheduler.py) which sequences run and how many tokens each,
+lays their tokens end to end in one ForwardBatch (decodes and prefill chunks mixed),
+runs the model once, then samples the sequences whose last token was computed and
+checks their stop conditions. Requests for n > 1 sequences fork after their prompt:
+the siblings share its KV blocks (copy-on-write) and sample from the same logits.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -21,17 +19,26 @@ from lutlm.engine.block_manager import BlockManager
 from lutlm.engine.request import Request, RequestStatus
 from lutlm.engine.sampler import Sampler, make_generator
 from lutlm.engine.sampling_params import SamplingParams
+from lutlm.engine.scheduler import ScheduledSeq, Scheduler
 from lutlm.model import Decoder, ForwardBatch, KVCache
+
+# Stop strings are looked for in the text of the last few tokens only: a match must
+# end in the newest token (an earlier one would have stopped an earlier step), and a
+# token is at least one byte of text (four for a byte-fallback character).
+_STOP_TAIL_TOKENS_PER_CHAR = 4
 
 
 @dataclass
 class StepOutput:
-    """What one step produced for one request."""
+    """What one step produced for one sequence."""
 
     request_id: str
+    index: int  # which of the request's n sequences
     new_token_ids: list[int]
     finished: bool
     finish_reason: str | None
+    # (logprob, [(id, logprob)...]) per new token when the request asked for logprobs.
+    new_logprobs: list | None = None
 
 
 class LLMEngine:
@@ -43,10 +50,11 @@ class LLMEngine:
         num_blocks: KV-cache blocks (block_size tokens each).
         block_size: tokens per block.
         max_model_len: prompt + generated tokens allowed per request.
-        max_num_seqs: running requests decoded together.
-        max_num_batched_tokens: tokens per prefill chunk.
+        max_num_seqs: sequences running at once.
+        max_num_batched_tokens: tokens per step (decodes plus prefill chunks).
         vocab_size: the tokenizer's vocabulary when the model's is padded.
         detokenize: token ids -> text, for stop strings.
+        enable_prefix_caching: reuse the KV blocks of earlier requests' prefixes.
     """
 
     def __init__(
@@ -60,24 +68,33 @@ class LLMEngine:
         max_num_batched_tokens: int = 512,
         vocab_size: int | None = None,
         detokenize: Callable[[list[int]], str] | None = None,
+        enable_prefix_caching: bool = True,
     ) -> None:
         self.model = model
         self.eos_token_ids = set(eos_token_ids)
         self.cache = KVCache(model.config, num_blocks, block_size)
-        self.blocks = BlockManager(num_blocks, block_size)
+        self.blocks = BlockManager(num_blocks, block_size, enable_prefix_caching)
+        self.scheduler = Scheduler(
+            self.blocks, max_num_seqs, max_num_batched_tokens, self.cache.copy_block
+        )
         self.block_size = block_size
         self.max_model_len = min(
             max_model_len or model.config.max_position_embeddings,
             model.config.max_position_embeddings,
         )
-        self.max_num_seqs = max_num_seqs
-        self.max_num_batched_tokens = max_num_batched_tokens
         self.sampler = Sampler(vocab_size)
+        self.vocab_size = vocab_size or model.config.vocab_size
         self.detokenize = detokenize
-        self.waiting: deque[Request] = deque()
-        self.running: list[Request] = []
-        self.requests: dict[str, Request] = {}
+        self.requests: dict[str, Request] = {}  # by id, until the caller pops them
         self._ids = itertools.count()
+
+    @property
+    def waiting(self):
+        return self.scheduler.waiting
+
+    @property
+    def running(self):
+        return self.scheduler.running
 
     def add_request(
         self, prompt_ids: Sequence[int], params: SamplingParams, request_id: str | None = None
@@ -85,125 +102,186 @@ class LLMEngine:
         """Queue a request; returns its id.
 
         Raises:
-            ValueError: an empty prompt, or prompt + max_tokens beyond max_model_len.
+            ValueError: an empty prompt, token ids outside the vocabulary, prompt +
+                max_tokens beyond max_model_len, a request the cache can never hold,
+                or a duplicate request id.
         """
         prompt_ids = [int(t) for t in prompt_ids]
         if not prompt_ids:
             raise ValueError("the prompt is empty")
+        bad = next((t for t in prompt_ids if not 0 <= t < self.model.config.vocab_size), None)
+        if bad is not None:
+            raise ValueError(
+                f"prompt token id {bad} is outside the vocabulary [0, "
+                f"{self.model.config.vocab_size})"
+            )
         total = len(prompt_ids) + params.max_tokens
         if total > self.max_model_len:
             raise ValueError(
                 f"prompt ({len(prompt_ids)} tokens) + max_tokens ({params.max_tokens}) = "
                 f"{total} exceeds the model's context of {self.max_model_len} tokens"
             )
-        if -(-total // self.block_size) > self.blocks.num_blocks:
+        # n sequences share the prompt's full blocks, then each grows its own.
+        blocks = -(-total // self.block_size)
+        shared = len(prompt_ids) // self.block_size
+        if blocks + (params.n - 1) * (blocks - shared) > self.blocks.num_blocks:
             raise ValueError(
-                f"{total} tokens need more KV-cache blocks than the cache holds "
+                f"{params.n} x {total} tokens need more KV-cache blocks than the cache holds "
                 f"({self.blocks.num_blocks} of {self.block_size} tokens)"
             )
-        params.check_vocab(self.sampler.vocab_size or self.model.config.vocab_size)
-        rid = request_id or f"req-{next(self._ids)}"
+        params.check_vocab(self.vocab_size)
+        rid = request_id if request_id is not None else f"req-{next(self._ids)}"
+        if rid in self.requests:
+            raise ValueError(f"request id {rid!r} is already in use")
         req = Request(rid, prompt_ids, params, make_generator(params.seed))
         self.requests[rid] = req
-        self.waiting.append(req)
+        self.scheduler.add(req)
         return rid
 
     def abort(self, request_id: str) -> None:
-        """Drop a request and free its blocks."""
+        """Drop a request (all its sequences) and free its blocks."""
         req = self.requests.pop(request_id, None)
         if req is None:
             return
-        if req in self.running:
-            self.running.remove(req)
-        if req in self.waiting:
-            self.waiting.remove(req)
-        self.blocks.free(req.block_table)
-        req.status = RequestStatus.FINISHED
-        req.finish_reason = "abort"
+        for seq in req.sequences:
+            if not seq.finished:
+                self.scheduler.remove(seq)
+                seq.status, seq.finish_reason = RequestStatus.FINISHED, "abort"
 
     def has_unfinished(self) -> bool:
-        return bool(self.waiting or self.running)
+        return self.scheduler.has_work()
 
     def step(self) -> list[StepOutput]:
-        """Run one prefill chunk or one batched decode; returns per-request progress."""
-        if self.waiting and len(self.running) < self.max_num_seqs:
-            out = self._prefill(self.waiting[0])
-            if out is not None:
-                return out
-        if self.running:
-            return self._decode()
-        if self.waiting:
-            raise RuntimeError("the KV cache cannot hold the next waiting request")
-        return []
+        """Run one forward over the scheduled sequences; returns per-sequence progress."""
+        scheduled = self.scheduler.schedule()
+        if not scheduled:
+            if self.scheduler.waiting and not self.scheduler.running:
+                raise RuntimeError("the KV cache cannot hold the next waiting request")
+            return []
+        batch, first_row = self._batch(scheduled)
+        logits = self.model.forward(batch, self.cache)
+        outputs: list[StepOutput] = []
+        to_sample: list[tuple[Request, int]] = []
+        for s, row in zip(scheduled, first_row, strict=True):
+            req = s.req
+            start = req.num_computed_tokens
+            req.num_computed_tokens += s.num_new_tokens
+            self.blocks.cache_full_blocks(
+                req.block_table, req.block_hashes, req.all_ids, req.num_computed_tokens
+            )
+            if req.params.prompt_logprobs is not None:
+                self._prompt_logprobs(req, start, s.num_new_tokens, logits, row)
+            if req.num_computed_tokens < req.num_tokens:
+                outputs.append(StepOutput(req.request_id, req.index, [], False, None))
+                continue
+            last = row + (s.num_new_tokens - 1 if self._wants_all_rows(req, start) else 0)
+            if not req.forked and req.index == 0 and not req.output_ids:
+                self._fork(req)
+                if req.params.max_tokens == 0:
+                    for seq in req.sequences:
+                        self._finish(seq, "length")
+                        outputs.append(StepOutput(req.request_id, seq.index, [], True, "length"))
+                    continue
+                to_sample += [(seq, last) for seq in req.sequences]
+            else:
+                to_sample.append((req, last))
+        if to_sample:
+            outputs += self._sample(to_sample, logits)
+        return outputs
 
     # -- internals -------------------------------------------------------------------
 
-    def _prefill(self, req: Request) -> list[StepOutput] | None:
-        ids = req.all_ids  # after a preemption the generated tokens are recomputed too
-        start = req.num_computed_tokens
-        chunk = min(len(ids) - start, self.max_num_batched_tokens)
-        if not self.blocks.can_allocate(req.block_table, start + chunk):
-            return None
-        self.blocks.allocate(req.block_table, start + chunk)
-        batch = ForwardBatch.single(
-            ids[start : start + chunk], start, req.block_table, self.block_size
-        )
-        logits = self.model.forward(batch, self.cache)
-        req.num_computed_tokens = start + chunk
-        if req.num_computed_tokens < len(ids):
-            return [StepOutput(req.request_id, [], False, None)]
-        self.waiting.popleft()
-        if req.params.max_tokens == 0:
-            self._finish(req, "length")
-            return [StepOutput(req.request_id, [], True, "length")]
-        req.status = RequestStatus.RUNNING
-        self.running.append(req)
-        return self._sample([req], logits)
+    def _wants_all_rows(self, req: Request, start: int) -> bool:
+        """Whether this chunk's every position has a logits row (prompt logprobs)."""
+        return req.params.prompt_logprobs is not None and start < len(req.prompt_ids)
 
-    def _decode(self) -> list[StepOutput]:
-        # Each running request needs room for the one token it is about to store; while
-        # together they need more blocks than are free, the newest is preempted.
-        def needed() -> int:
-            return sum(self.blocks.blocks_needed(r.block_table, r.num_tokens) for r in self.running)
-
-        while self.running and needed() > self.blocks.num_free_blocks:
-            self._preempt(self.running[-1])
-        if not self.running:
-            return []
-        reqs = list(self.running)
-        for r in reqs:
-            self.blocks.allocate(r.block_table, r.num_tokens)
+    def _batch(self, scheduled: list[ScheduledSeq]) -> tuple[ForwardBatch, list[int]]:
+        """The flat batch, and for each scheduled sequence its first logits row."""
         bs = self.block_size
-        pos = np.array([r.num_tokens - 1 for r in reqs], np.int64)
-        width = max(len(r.block_table) for r in reqs)
-        tables = np.zeros((len(reqs), width), np.int32)
-        for i, r in enumerate(reqs):
-            tables[i, : len(r.block_table)] = r.block_table
+        tokens, positions, slots, rows, first_row = [], [], [], [], []
+        cu = [0]
+        width = max(len(s.req.block_table) for s in scheduled)
+        tables = np.zeros((len(scheduled), width), np.int32)
+        for i, s in enumerate(scheduled):
+            req, n = s.req, s.num_new_tokens
+            c = req.num_computed_tokens
+            p = len(req.prompt_ids)
+            tokens += (
+                req.prompt_ids[c : c + n] + req.output_ids[max(0, c - p) : max(0, c + n - p)]
+                if c < p
+                else req.output_ids[c - p : c - p + n]
+            )
+            pos = np.arange(c, c + n, dtype=np.int64)
+            table = np.asarray(req.block_table, np.int32)
+            tables[i, : len(table)] = table
+            positions.append(pos)
+            slots.append(table[pos // bs] * bs + pos % bs)
+            first_row.append(len(rows))
+            if self._wants_all_rows(req, c):
+                rows += range(cu[-1], cu[-1] + n)
+            elif c + n == req.num_tokens:
+                rows.append(cu[-1] + n - 1)
+            cu.append(cu[-1] + n)
+        positions_a = np.concatenate(positions)
         batch = ForwardBatch(
-            token_ids=np.array([r.all_ids[-1] for r in reqs], np.int64),
-            positions=pos,
-            slot_mapping=(tables[np.arange(len(reqs)), pos // bs] * bs + pos % bs).astype(np.int32),
+            token_ids=np.asarray(tokens, np.int64),
+            positions=positions_a,
+            slot_mapping=np.concatenate(slots).astype(np.int32),
             block_tables=tables,
-            context_lens=(pos + 1).astype(np.int32),
-            cu_seqlens_q=np.arange(len(reqs) + 1, dtype=np.int32),
-            logits_indices=np.arange(len(reqs)),
+            context_lens=np.array(
+                [s.req.num_computed_tokens + s.num_new_tokens for s in scheduled], np.int32
+            ),
+            cu_seqlens_q=np.asarray(cu, np.int32),
+            logits_indices=np.asarray(rows, np.int64),
         )
-        logits = self.model.forward(batch, self.cache)
-        for r in reqs:
-            r.num_computed_tokens = r.num_tokens
-        return self._sample(reqs, logits)
+        return batch, first_row
 
-    def _preempt(self, req: Request) -> None:
-        self.running.remove(req)
-        self.blocks.free(req.block_table)
-        req.num_computed_tokens = 0
-        req.status = RequestStatus.WAITING
-        self.waiting.appendleft(req)
+    def _prompt_logprobs(
+        self, req: Request, start: int, n: int, logits: np.ndarray, row: int
+    ) -> None:
+        """Record logprobs of prompt tokens predicted by positions start..start+n-1
+        (entry j is prompt token j + 1's; a recompute skips those already recorded)."""
+        if start >= len(req.prompt_ids):
+            return
+        want = [
+            (row + i, p + 1)
+            for i, p in enumerate(range(start, start + n))
+            if p + 1 < len(req.prompt_ids) and p >= len(req.prompt_logprobs)
+        ]
+        if want:
+            req.prompt_logprobs += self.sampler.token_logprobs(
+                logits[[r for r, _ in want]],
+                [req.prompt_ids[j] for _, j in want],
+                req.params.prompt_logprobs,
+            )
 
-    def _sample(self, reqs: list[Request], logits: np.ndarray) -> list[StepOutput]:
-        """One sampler call for the batch, then each request's bookkeeping."""
+    def _fork(self, req: Request) -> None:
+        """Create the n - 1 siblings of a request whose prompt is now computed."""
+        req.forked = True
+        for i in range(1, req.params.n):
+            table = [] if req.params.max_tokens == 0 else self.blocks.fork(req.block_table)
+            sib = Request(
+                req.request_id,
+                req.prompt_ids,
+                req.params,
+                make_generator(req.params.seed, i),
+                index=i,
+                block_table=table,
+                block_hashes=list(req.block_hashes),
+                num_computed_tokens=req.num_computed_tokens,
+                num_cached_tokens=req.num_cached_tokens,
+                status=RequestStatus.RUNNING,
+                forked=True,
+            )
+            req.siblings.append(sib)
+            if req.params.max_tokens:
+                self.scheduler.running.append(sib)
+
+    def _sample(self, seqs: list[tuple[Request, int]], logits: np.ndarray) -> list[StepOutput]:
+        """One sampler call for the batch, then each sequence's bookkeeping."""
+        reqs = [r for r, _ in seqs]
         out = self.sampler.sample(
-            logits,
+            logits[[row for _, row in seqs]],
             [r.params for r in reqs],
             [r.prompt_ids for r in reqs],
             [r.output_ids for r in reqs],
@@ -211,30 +289,34 @@ class LLMEngine:
         )
         steps = []
         for i, r in enumerate(reqs):
+            lp = None
             if r.params.logprobs is not None:
-                r.logprobs.append((out.logprobs[i], out.top_logprobs[i]))
-            steps.append(self._append(r, int(out.token_ids[i])))
+                lp = [(out.logprobs[i], out.top_logprobs[i])]
+                r.logprobs += lp
+            steps.append(self._append(r, int(out.token_ids[i]), lp))
         return steps
 
-    def _append(self, req: Request, token: int) -> StepOutput:
+    def _append(self, req: Request, token: int, lp: list | None) -> StepOutput:
         p = req.params
         req.output_ids.append(token)
         reason = None
         if (token in self.eos_token_ids and not p.ignore_eos) or token in p.stop_token_ids:
             reason = "stop"
-        elif (
-            p.stop and self.detokenize and any(s in self.detokenize(req.output_ids) for s in p.stop)
-        ):
+        elif p.stop and self.detokenize and self._hits_stop_string(req):
             reason = "stop"
         elif len(req.output_ids) >= p.max_tokens:
             reason = "length"
         if reason:
             self._finish(req, reason)
-        return StepOutput(req.request_id, [token], reason is not None, reason)
+        return StepOutput(req.request_id, req.index, [token], reason is not None, reason, lp)
+
+    def _hits_stop_string(self, req: Request) -> bool:
+        longest = max(len(s) for s in req.params.stop)
+        tail = req.output_ids[-_STOP_TAIL_TOKENS_PER_CHAR * longest :]
+        text = self.detokenize(tail)  # type: ignore[misc]
+        return any(s in text for s in req.params.stop)
 
     def _finish(self, req: Request, reason: str) -> None:
+        self.scheduler.remove(req)
         req.status = RequestStatus.FINISHED
         req.finish_reason = reason
-        if req in self.running:
-            self.running.remove(req)
-        self.blocks.free(req.block_table)

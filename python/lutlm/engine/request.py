@@ -1,4 +1,8 @@
-"""A generation request: it owns its token ids, block table and progress."""
+"""A sequence being generated: its token ids, block table and progress.
+
+A request for n > 1 sequences is one Request (index 0) until its prompt is computed;
+then it forks n - 1 siblings that share its prompt blocks (engine.py).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lutlm.engine.sampling_params import SamplingParams
+
 
 class RequestStatus(enum.Enum):
     WAITING = "waiting"
@@ -14,18 +20,24 @@ class RequestStatus(enum.Enum):
     FINISHED = "finished"
 
 
-@dataclass
+@dataclass(eq=False)
 class Request:
     request_id: str
     prompt_ids: list[int]
-    params: object  # SamplingParams
+    params: SamplingParams
     generator: np.random.Generator
+    index: int = 0  # which of the request's n sequences
     output_ids: list[int] = field(default_factory=list)
     block_table: list[int] = field(default_factory=list)
+    block_hashes: list[int] = field(default_factory=list)  # prefix-cache chain, full blocks
     num_computed_tokens: int = 0  # tokens whose K/V are in the cache
+    num_cached_tokens: int = -1  # prompt tokens found in the prefix cache (-1: not yet)
     status: RequestStatus = RequestStatus.WAITING
-    finish_reason: str | None = None  # "stop" or "length"
-    logprobs: list = field(default_factory=list)
+    finish_reason: str | None = None  # "stop", "length" or "abort"
+    logprobs: list = field(default_factory=list)  # per output token: (logprob, top list)
+    prompt_logprobs: list = field(default_factory=list)  # per prompt token after the first
+    siblings: list[Request] = field(default_factory=list)  # index 1..n-1, on index 0 only
+    forked: bool = False
 
     @property
     def all_ids(self) -> list[int]:
@@ -34,3 +46,12 @@ class Request:
     @property
     def num_tokens(self) -> int:
         return len(self.prompt_ids) + len(self.output_ids)
+
+    @property
+    def finished(self) -> bool:
+        return self.status is RequestStatus.FINISHED
+
+    @property
+    def sequences(self) -> list[Request]:
+        """This request's sequences in index order (itself first)."""
+        return [self, *self.siblings]

@@ -232,6 +232,28 @@ class Sampler:
                 out[i, slice(None) if ids is None else ids] = weights / weights.sum()
         return out
 
+    def token_logprobs(
+        self, logits: np.ndarray, token_ids: Sequence[int], top: int
+    ) -> list[tuple[float, list[tuple[int, float]]]]:
+        """Logprob of given tokens under the raw distribution of each row (step 2), and
+        the row's `top` most likely (id, logprob): the prompt logprobs of echo requests.
+
+        Args:
+            logits: float [B, V'] (V' >= vocab_size).
+            token_ids: B token ids, one per row.
+            top: how many top entries per row (0..20).
+        """
+        x, _ = self._checked_batch(logits, [SamplingParams()] * len(token_ids), None, None)
+        out = []
+        buf = np.empty(x.shape[1], np.float64)
+        for row, token in zip(x, token_ids, strict=True):
+            if not 0 <= token < x.shape[1]:
+                raise ValueError(f"token id {token} is outside [0, {x.shape[1]})")
+            np.copyto(buf, row)
+            lse = _logsumexp(buf)
+            out.append((float(buf[token]) - lse, [(t, v - lse) for t, v in _top(buf, top)]))
+        return out
+
     def _checked_batch(
         self,
         logits: np.ndarray,

@@ -63,6 +63,7 @@ class SamplingParams:
     stop_token_ids: list[int] = field(default_factory=list)  # stop tokens besides EOS
     ignore_eos: bool = False  # keep generating past EOS (engine's check)
     logprobs: int | None = None  # None, or number of top logprobs 0..20 to return
+    prompt_logprobs: int | None = None  # logprobs of the prompt tokens (+ top k), like logprobs
 
     def __post_init__(self) -> None:
         self.n = _int("n", self.n, ">= 1")
@@ -100,12 +101,14 @@ class SamplingParams:
         self.stop_token_ids = self._checked_stop_token_ids(self.stop_token_ids)
         if not isinstance(self.ignore_eos, bool):
             raise ValueError(f"ignore_eos must be a bool, got {self.ignore_eos!r}")
-        if self.logprobs is not None:
-            self.logprobs = _int("logprobs", self.logprobs, f"0..{MAX_LOGPROBS} or None")
-            if not 0 <= self.logprobs <= MAX_LOGPROBS:
-                raise ValueError(
-                    f"logprobs must be in [0, {MAX_LOGPROBS}] or None, got {self.logprobs}"
-                )
+        for name in ("logprobs", "prompt_logprobs"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            value = _int(name, value, f"0..{MAX_LOGPROBS} or None")
+            if not 0 <= value <= MAX_LOGPROBS:
+                raise ValueError(f"{name} must be in [0, {MAX_LOGPROBS}] or None, got {value}")
+            setattr(self, name, value)
 
     @property
     def greedy(self) -> bool:

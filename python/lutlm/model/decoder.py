@@ -98,5 +98,7 @@ class Decoder:
                 x = _C.add_rms_norm(h, down, self.layers[i + 1].attn_norm, eps)
             else:
                 h += down
+        if len(batch.logits_indices) == 0:  # only mid-prompt chunks this step
+            return np.zeros((0, self.lm_head.out_features), np.float32)
         out = _C.rms_norm(h[batch.logits_indices], self.final_norm, eps)
         return self.lm_head(out)

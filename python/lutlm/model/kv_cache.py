@@ -24,3 +24,9 @@ class KVCache:
     @staticmethod
     def bytes_per_block(config: ModelConfig, block_size: int = 16) -> int:
         return 2 * 2 * config.num_layers * block_size * config.num_kv_heads * config.head_dim
+
+    def copy_block(self, src: int, dst: int) -> None:
+        """Copy one block's K and V in every layer (copy-on-write of a shared block)."""
+        for k, v in zip(self.k, self.v, strict=True):
+            k[dst] = k[src]
+            v[dst] = v[src]
