@@ -197,8 +197,10 @@ def test_prompt_logprobs_match_the_models_scoring(model):
     cache = KVCache(model.config, num_blocks=8, block_size=4)
     logits = model.forward(ForwardBatch.single(p, 0, list(range(6)), 4, all_logits=True), cache)
     z = logits.astype(np.float64)
-    ref = z - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)) - z.max(
-        1, keepdims=True
+    ref = (
+        z
+        - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True))
+        - z.max(1, keepdims=True)
     )
     eng = engine(model, max_num_batched_tokens=7)  # chunks of 7: rows per chunk
     params = SamplingParams(max_tokens=0, prompt_logprobs=2)
