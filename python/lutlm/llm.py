@@ -24,7 +24,7 @@ class LLM:
     """A model, its tokenizer and an engine.
 
     Args:
-        model: a .gguf path; None for the default model.
+        model: a .gguf file or an HF directory; None for the default model.
         weights: format of linear weights not already INT4/ternary ("int4", "ternary", "f32").
         act_bits: activation precision of INT4 layers. 16 (default): two int8 passes,
             reference-grade answers. 8: int8 activations and tables, about twice as fast
@@ -47,7 +47,9 @@ class LLM:
         path = Path(model) if model is not None else default_model_path()
         self.model_path = path
         self.model = load_model(path, weights=weights, act_bits=act_bits)
-        self.tokenizer = Tokenizer.from_gguf(path)
+        self.tokenizer = (
+            Tokenizer.from_pretrained(path) if path.is_dir() else Tokenizer.from_gguf(path)
+        )
         config = self.model.config
         block_size = 16
         num_blocks = max(1, int(kv_cache_memory_gb * 2**30) // KVCache.bytes_per_block(config))
