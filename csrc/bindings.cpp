@@ -68,7 +68,8 @@ void check_group_size(int gs) {
 }
 
 int64_t ternary_kp(int64_t K) { return round_up(K, kKAlign); }
-int64_t int4_kp(int64_t K, int gs) { return round_up(K, std::max(kKAlign, gs)); }
+// INT4 and INT8: K padded to the alignment and to whole groups.
+int64_t grouped_kp(int64_t K, int gs) { return round_up(K, std::max(kKAlign, gs)); }
 int64_t num_tiles(int64_t N) { return (N + kTileRows - 1) / kTileRows; }
 
 // Tile t decoded in quad layout [k/4][16][4] -> rows of the row-major out[N, K].
@@ -106,7 +107,7 @@ void check_cache(const py::array& k, const py::array& v) {
 }  // namespace
 
 PYBIND11_MODULE(_C, mod) {
-  mod.doc() = "lutlm native kernels: ternary and INT4 LUT/int8 GEMM on the CPU";
+  mod.doc() = "lutlm native kernels: ternary, INT4 and INT8 GEMM on the CPU";
   mod.attr("TILE_ROWS") = kTileRows;
   mod.attr("K_ALIGN") = kKAlign;
 
@@ -157,7 +158,7 @@ PYBIND11_MODULE(_C, mod) {
     py::array_t<uint8_t> q = require<uint8_t>(q_obj, "q", "uint8", {-1, -1});
     const int64_t N = q.shape(0), K = q.shape(1);
     check_dims(N, K);
-    const int64_t Kp = int4_kp(K, group_size);
+    const int64_t Kp = grouped_kp(K, group_size);
     py::array_t<uint8_t> codes({num_tiles(N), Kp / kInt4StepK, (int64_t)kStepBytes});
     bool ok;
     {
@@ -171,7 +172,7 @@ PYBIND11_MODULE(_C, mod) {
   mod.def("pack_group_scales", [](const py::object& s_obj, int64_t K, int group_size) {
     check_group_size(group_size);
     py::array_t<uint16_t> s = require<uint16_t>(s_obj, "scales", "uint16 (fp16 bits)", {-1, -1});
-    const int64_t N = s.shape(0), G = int4_kp(K, group_size) / group_size;
+    const int64_t N = s.shape(0), G = grouped_kp(K, group_size) / group_size;
     if (s.shape(1) != G)
       fail("scales have " + std::to_string(s.shape(1)) + " groups per row, expected " +
            std::to_string(G) + " for K=" + std::to_string(K) + ", group_size=" +
@@ -198,7 +199,7 @@ PYBIND11_MODULE(_C, mod) {
   mod.def("unpack_int4", [](const py::object& c_obj, int64_t N, int64_t K, int group_size) {
     check_dims(N, K);
     check_group_size(group_size);
-    const int64_t Kp = int4_kp(K, group_size), steps = Kp / kInt4StepK;
+    const int64_t Kp = grouped_kp(K, group_size), steps = Kp / kInt4StepK;
     py::array_t<uint8_t> codes =
         require<uint8_t>(c_obj, "codes", "uint8", {num_tiles(N), steps, kStepBytes});
     py::array_t<uint8_t> q({N, K});
@@ -237,7 +238,7 @@ PYBIND11_MODULE(_C, mod) {
     check_dims(N, K);
     check_group_size(group_size);
     const Method meth = parse_method(method);
-    const int64_t Kp = int4_kp(K, group_size), G = Kp / group_size, NT = num_tiles(N);
+    const int64_t Kp = grouped_kp(K, group_size), G = Kp / group_size, NT = num_tiles(N);
     py::array_t<float> x = activations(x_obj, K);
     auto codes = require<uint8_t>(c_obj, "codes", "uint8", {NT, Kp / kInt4StepK, kStepBytes});
     auto d = require<uint16_t>(d_obj, "d", "uint16 (fp16 bits)", {NT, G, kTileRows});
@@ -254,6 +255,28 @@ PYBIND11_MODULE(_C, mod) {
   }, py::arg("x"), py::arg("codes"), py::arg("d"), py::arg("m"), py::arg("N"), py::arg("K"),
      py::arg("group_size"), py::arg("method") = "auto", py::arg("act_bits") = 8,
      "y[M, N] = x[M, K] . W^T for packed INT4 W (w = d*q + m, or d*(q-8) when m is None).");
+
+  mod.def("gemm_int8", [](const py::object& x_obj, const py::object& c_obj,
+                          const py::object& d_obj, int64_t N, int64_t K, int group_size,
+                          int act_bits) {
+    if (act_bits != 8 && act_bits != 16) fail("act_bits must be 8 or 16, got " + std::to_string(act_bits));
+    check_dims(N, K);
+    check_group_size(group_size);
+    const int64_t Kp = grouped_kp(K, group_size), G = Kp / group_size, NT = num_tiles(N);
+    py::array_t<float> x = activations(x_obj, K);
+    auto codes = require<int8_t>(c_obj, "codes", "int8", {NT, Kp / 4, kTileRows, 4});
+    auto d = require<uint16_t>(d_obj, "d", "uint16 (fp16 bits)", {NT, G, kTileRows});
+    const int64_t M = x.shape(0);
+    py::array_t<float> y({M, N});
+    Int8Weights w{codes.data(), d.data(), N, K, Kp, group_size};
+    {
+      py::gil_scoped_release nogil;
+      gemm_int8(x.data(), M, w, act_bits, y.mutable_data());
+    }
+    return y;
+  }, py::arg("x"), py::arg("codes"), py::arg("d"), py::arg("N"), py::arg("K"),
+     py::arg("group_size"), py::arg("act_bits") = 8,
+     "y[M, N] = x[M, K] . W^T for INT8 W = d*q (codes in quad layout [ceil(N/16), Kp/4, 16, 4]).");
 
   mod.def("gemm_f32", [](const py::object& x_obj, const py::object& w_obj) {
     if (!py::isinstance<py::array>(w_obj)) fail("w must be a numpy array");

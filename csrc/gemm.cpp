@@ -4,7 +4,7 @@
 //
 // Error model (tested in tests/test_gemm.py, documented in docs/ARCHITECTURE.md):
 //  * MAD quantizes activations to int8 with scale s = max|x| / 127 per row (ternary)
-//    or per weight group (INT4), so |x - s*x8| <= s/2 per element, and then computes
+//    or per weight group (INT4, INT8), so |x - s*x8| <= s/2 per element, and then computes
 //    W . (s*x8) exactly in integers up to the fp32 scaling.
 //  * LUT quantizes each table (sums of 2 or 4 activations) with scale
 //    t = max|entry| / 127: each lookup is off by at most t/2.
@@ -54,7 +54,8 @@ float normalize_row(const float* x, int64_t K, int64_t Kp, float* xpad) {
 
 // int8 quantization of x[K] into x8[Kp] (zero padded) in blocks of `block` values, one
 // scale per block: x8 = round(x * 127/max|x_block|). Per row for ternary (BitNet's
-// per-token activations), per weight group for INT4 (like GGUF's Q8_0 activations).
+// per-token activations), per weight group for INT4 and INT8 (like GGUF's Q8_0
+// activations).
 void quantize_row(const float* x, int64_t K, int64_t Kp, int64_t block, float* xbuf, int8_t* x8,
                   float* scale, uint8_t* bad) {
   std::fill(x8, x8 + Kp, 0);
@@ -115,6 +116,81 @@ int64_t tiles_per_task(int64_t NT, int64_t tile_bytes) {
 template <typename F>
 void for_each_row(int64_t M, F&& f) {
   ThreadPool::instance().parallel_for((int)M, [&](int m) { f((int64_t)m); });
+}
+
+// Activations of group-wise weights (INT4, INT8) for the MAD kernels: int8 with one
+// scale per weight group. act_bits 16: x = s1*x8 + s2*r8, where r8 quantizes what the
+// first pass lost (error about 1/254 of int8's); rows M..2M-1 hold the residuals.
+struct GroupActs {
+  int64_t M, rows, Kp, G;
+  std::vector<int8_t> x8;      // [rows][Kp]
+  std::vector<float> scale;    // [rows][G]
+  std::vector<int32_t> xsum8;  // [rows][G]: sum of x8 over the group
+  std::vector<uint8_t> bad;    // [rows]: the row holds NaN or Inf
+  const int8_t* x8_at(int64_t r, int64_t k) const { return x8.data() + r * Kp + k; }
+  const float* scale_at(int64_t r, int64_t g) const { return scale.data() + r * G + g; }
+  const int32_t* xsum8_at(int64_t r, int64_t g) const { return xsum8.data() + r * G + g; }
+};
+
+GroupActs quantize_groups(const float* x, int64_t M, int64_t K, int64_t Kp, int64_t gs,
+                          int act_bits) {
+  GroupActs a;
+  a.M = M;
+  a.rows = act_bits == 16 ? 2 * M : M;
+  a.Kp = Kp;
+  a.G = Kp / gs;
+  a.x8.resize(a.rows * Kp);
+  a.scale.resize(a.rows * a.G);
+  a.xsum8.resize(a.rows * a.G);
+  a.bad.resize(a.rows);
+  std::vector<float> xbuf(a.rows * Kp);
+  auto quantize = [&](const float* src, int64_t r) {
+    int8_t* row = a.x8.data() + r * Kp;
+    quantize_row(src, K, Kp, gs, xbuf.data() + r * Kp, row, a.scale.data() + r * a.G, &a.bad[r]);
+    for (int64_t g = 0; g < a.G; ++g) {
+      int32_t s = 0;
+      for (int64_t k = g * gs; k < (g + 1) * gs; ++k) s += row[k];
+      a.xsum8[r * a.G + g] = s;
+    }
+  };
+  for_each_row(M, [&](int64_t m) {
+    quantize(x + m * K, m);
+    if (a.rows == M || a.bad[m]) return;
+    std::vector<float> res(K);
+    for (int64_t k = 0; k < K; ++k)
+      res[k] = x[m * K + k] - a.x8[m * Kp + k] * a.scale[m * a.G + k / gs];
+    quantize(res.data(), M + m);
+  });
+  return a;
+}
+
+// The MAD loop of group-wise weights: tasks of tiles, each tile in K-blocks of
+// kMadKBlock so a block's weights stay in cache while every activation row passes over
+// it. block(t, kb, klen, scratch, acc) adds K-block [kb, kb + klen) of tile t into
+// acc[rows][16] for all a.rows rows; scratch is scratch_bytes per task (for decoding).
+template <typename Block>
+void mad_group_tiles(const GroupActs& a, int64_t N, int64_t tile_bytes, size_t scratch_bytes,
+                     Block&& block, float* y) {
+  const int64_t M = a.M, NT = (N + kTileRows - 1) / kTileRows;
+  const int64_t per_task = tiles_per_task(NT, tile_bytes);
+  const int num_tasks = (int)((NT + per_task - 1) / per_task);
+  ThreadPool::instance().parallel_for(num_tasks, [&](int task) {
+    const int64_t t0 = task * per_task, t1 = std::min(NT, t0 + per_task);
+    std::vector<uint8_t> scratch(scratch_bytes);
+    std::vector<float> acc(a.rows * kTileRows);
+    for (int64_t t = t0; t < t1; ++t) {
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t kb = 0; kb < a.Kp; kb += kMadKBlock)
+        block(t, kb, (int)std::min<int64_t>(kMadKBlock, a.Kp - kb), scratch.data(), acc.data());
+      if (a.rows > M)
+        for (int64_t i = 0; i < M * kTileRows; ++i) acc[i] += acc[M * kTileRows + i];
+      for (int64_t m = 0; m < M; ++m)
+        for (int r = 0; r < kTileRows; ++r) {
+          const int64_t n = t * kTileRows + r;
+          if (n < N) y[m * N + n] = a.bad[m] ? kNaN : acc[m * kTileRows + r];
+        }
+    }
+  });
 }
 
 }  // namespace
@@ -212,16 +288,6 @@ void gemm_int4(const float* x, int64_t M, const Int4Weights& w, Method method, i
   const int64_t N = w.N, K = w.K, Kp = w.Kp, gs = w.group_size;
   const int64_t NT = (N + kTileRows - 1) / kTileRows, steps = Kp / kInt4StepK, G = Kp / gs;
   const int64_t tile_bytes = steps * kStepBytes;
-  const int64_t per_task = tiles_per_task(NT, tile_bytes);
-  const int num_tasks = (int)((NT + per_task - 1) / per_task);
-  std::vector<uint8_t> bad(M);
-
-  auto store = [&](int64_t m, int64_t t, const float y16[16]) {
-    for (int r = 0; r < kTileRows; ++r) {
-      const int64_t n = t * kTileRows + r;
-      if (n < N) y[m * N + n] = bad[m] ? kNaN : y16[r];
-    }
-  };
   auto tile_args = [&](int64_t t, int64_t g0, int groups) {
     Int4TileArgs a;
     a.codes = w.codes + t * tile_bytes + g0 * (gs / kInt4StepK) * kStepBytes;
@@ -233,6 +299,15 @@ void gemm_int4(const float* x, int64_t M, const Int4Weights& w, Method method, i
   };
 
   if (resolve_method(method, M, true) == Method::kLut) {
+    const int64_t per_task = tiles_per_task(NT, tile_bytes);
+    const int num_tasks = (int)((NT + per_task - 1) / per_task);
+    std::vector<uint8_t> bad(M);
+    auto store = [&](int64_t m, int64_t t, const float y16[16]) {
+      for (int r = 0; r < kTileRows; ++r) {
+        const int64_t n = t * kTileRows + r;
+        if (n < N) y[m * N + n] = bad[m] ? kNaN : y16[r];
+      }
+    };
     const int sets = act_bits == 16 ? 2 : 1;  // set 1: residual tables (rows M..2M-1)
     std::vector<int8_t> tables(sets * M * steps * kInt4TableBytes);
     std::vector<float> xsum(M * G), zeros(G, 0.0f), tscale(sets * M * G), xpad(M * Kp);
@@ -274,50 +349,34 @@ void gemm_int4(const float* x, int64_t M, const Int4Weights& w, Method method, i
     return;
   }
 
-  // act_bits 16: x = s1*x8 + s2*r8, where r8 quantizes the residual of the first
-  // pass (error about 1/254 of int8's); rows M..2M-1 hold the residuals.
-  const int64_t R = act_bits == 16 ? 2 * M : M;
-  std::vector<int8_t> x8(R * Kp);
-  std::vector<float> xbuf(R * Kp), gscale(R * G);
-  std::vector<int32_t> xsum8(R * G);
-  std::vector<uint8_t> bad_r(R);
-  auto quantize = [&](const float* src, int64_t r) {
-    int8_t* row = x8.data() + r * Kp;
-    quantize_row(src, K, Kp, gs, xbuf.data() + r * Kp, row, gscale.data() + r * G, &bad_r[r]);
-    for (int64_t g = 0; g < G; ++g) {
-      int32_t s = 0;
-      for (int64_t k = g * gs; k < (g + 1) * gs; ++k) s += row[k];
-      xsum8[r * G + g] = s;
-    }
-  };
-  for_each_row(M, [&](int64_t m) {
-    quantize(x + m * K, m);
-    bad[m] = bad_r[m];
-    if (R == M || bad[m]) return;
-    std::vector<float> res(K);
-    for (int64_t k = 0; k < K; ++k) res[k] = x[m * K + k] - x8[m * Kp + k] * gscale[m * G + k / gs];
-    quantize(res.data(), M + m);
-  });
-  ThreadPool::instance().parallel_for(num_tasks, [&](int task) {
-    const int64_t t0 = task * per_task, t1 = std::min(NT, t0 + per_task);
-    std::vector<uint8_t> w8((size_t)kTileRows * kMadKBlock);
-    std::vector<float> acc(R * kTileRows);
-    for (int64_t t = t0; t < t1; ++t) {
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int64_t kb = 0; kb < Kp; kb += kMadKBlock) {
-        const int klen = (int)std::min<int64_t>(kMadKBlock, Kp - kb);
-        const Int4TileArgs a = tile_args(t, kb / gs, (int)(klen / gs));
-        decode_int4_tile(a.codes, klen / kInt4StepK, w8.data());
-        for (int64_t m = 0; m < R; ++m)
-          kern.mad_int4_tile(x8.data() + m * Kp + kb, gscale.data() + m * G + kb / gs,
-                             xsum8.data() + m * G + kb / gs,
-                             w8.data(), a.d, a.m, a.groups, (int)gs, acc.data() + m * kTileRows);
-      }
-      if (R > M)
-        for (int64_t i = 0; i < M * kTileRows; ++i) acc[i] += acc[M * kTileRows + i];
-      for (int64_t m = 0; m < M; ++m) store(m, t, acc.data() + m * kTileRows);
-    }
-  });
+  const GroupActs a = quantize_groups(x, M, K, Kp, gs, act_bits);
+  mad_group_tiles(
+      a, N, tile_bytes, (size_t)kTileRows * kMadKBlock,
+      [&](int64_t t, int64_t kb, int klen, uint8_t* w8, float* acc) {
+        const Int4TileArgs ta = tile_args(t, kb / gs, (int)(klen / gs));
+        decode_int4_tile(ta.codes, klen / kInt4StepK, w8);
+        for (int64_t r = 0; r < a.rows; ++r)
+          kern.mad_int4_tile(a.x8_at(r, kb), a.scale_at(r, kb / gs), a.xsum8_at(r, kb / gs), w8,
+                             ta.d, ta.m, ta.groups, (int)gs, acc + r * kTileRows);
+      },
+      y);
+}
+
+void gemm_int8(const float* x, int64_t M, const Int8Weights& w, int act_bits, float* y) {
+  if (M == 0) return;
+  const IsaKernels& kern = active_kernels();
+  const int64_t Kp = w.Kp, gs = w.group_size, G = Kp / gs, tile_bytes = kTileRows * Kp;
+  const GroupActs a = quantize_groups(x, M, w.K, Kp, gs, act_bits);
+  mad_group_tiles(
+      a, w.N, tile_bytes, 0,
+      [&](int64_t t, int64_t kb, int klen, uint8_t*, float* acc) {
+        const int8_t* wq = w.codes + t * tile_bytes + kb * kTileRows;
+        const uint16_t* d = w.d + (t * G + kb / gs) * kTileRows;
+        for (int64_t r = 0; r < a.rows; ++r)
+          kern.mad_int8_tile(a.x8_at(r, kb), a.scale_at(r, kb / gs), a.xsum8_at(r, kb / gs), wq, d,
+                             (int)(klen / gs), (int)gs, acc + r * kTileRows);
+      },
+      y);
 }
 
 void gemm_f32(const float* x, int64_t M, const float* w, int64_t N, int64_t K, float* y) {

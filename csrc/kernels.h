@@ -43,6 +43,11 @@ struct IsaKernels {
   void (*mad_int4_tile)(const int8_t* x8, const float* xs, const int32_t* xsum8, const uint8_t* wq,
                         const uint16_t* d, const uint16_t* m, int groups, int group_size,
                         float y[16]);
+  // INT8 (wq is the packed weight itself, q in -128..127; x8 in -127..127): per group
+  // t = sum_{k in g} x8[k] * q[r][k] (exact), then y[r] = fma(d, t*xs[g], y[r]).
+  // xsum8 is for kernels that multiply by q+128 (unsigned) and subtract 128*xsum8[g].
+  void (*mad_int8_tile)(const int8_t* x8, const float* xs, const int32_t* xsum8, const int8_t* wq,
+                        const uint16_t* d, int groups, int group_size, float y[16]);
   // IEEE half <-> float for n values (round to nearest even), used by the KV cache.
   void (*fp16_to_fp32)(const uint16_t* src, float* dst, int n);
   void (*fp32_to_fp16)(const float* src, uint16_t* dst, int n);

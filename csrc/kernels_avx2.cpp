@@ -329,12 +329,43 @@ void mad_int4_tile_avx2(const int8_t* x8, const float* xs, const int32_t* xsum8,
   _mm256_storeu_ps(y + 8, y1);
 }
 
+// vpmaddubsw needs one unsigned operand: |w| (128 for w = -128 reads right as u8) times
+// x with w's sign. A pair is at most 2*128*127 = 32512, so it cannot saturate, but two
+// pairs could overflow int16: widen every quad.
+void mad_int8_tile_avx2(const int8_t* x8, const float* xs, const int32_t* /*xsum8*/,
+                        const int8_t* wq, const uint16_t* d, int groups, int group_size,
+                        float y[16]) {
+  const __m256i ones16 = _mm256_set1_epi16(1);
+  __m256 y0 = _mm256_loadu_ps(y), y1 = _mm256_loadu_ps(y + 8);
+  const int quads = group_size / 4;
+  for (int g = 0; g < groups; ++g) {
+    __m256i dot0 = _mm256_setzero_si256(), dot1 = _mm256_setzero_si256();
+    for (int q = 0; q < quads; ++q, wq += 64) {
+      const __m256i x = bcast_x4(x8 + (g * quads + q) * 4);
+      const __m256i w0 = _mm256_loadu_si256((const __m256i*)wq);
+      const __m256i w1 = _mm256_loadu_si256((const __m256i*)(wq + 32));
+      const __m256i p0 = _mm256_maddubs_epi16(_mm256_abs_epi8(w0), _mm256_sign_epi8(x, w0));
+      const __m256i p1 = _mm256_maddubs_epi16(_mm256_abs_epi8(w1), _mm256_sign_epi8(x, w1));
+      dot0 = _mm256_add_epi32(dot0, _mm256_madd_epi16(p0, ones16));
+      dot1 = _mm256_add_epi32(dot1, _mm256_madd_epi16(p1, ones16));
+    }
+    const __m256 d0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(d + g * 16)));
+    const __m256 d1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(d + g * 16 + 8)));
+    const __m256 xsv = _mm256_set1_ps(xs[g]);
+    y0 = _mm256_fmadd_ps(d0, _mm256_mul_ps(_mm256_cvtepi32_ps(dot0), xsv), y0);
+    y1 = _mm256_fmadd_ps(d1, _mm256_mul_ps(_mm256_cvtepi32_ps(dot1), xsv), y1);
+  }
+  _mm256_storeu_ps(y, y0);
+  _mm256_storeu_ps(y + 8, y1);
+}
+
 }  // namespace avx2
 
 const IsaKernels kAvx2Kernels = {
     "avx2", avx2::ternary_tables_avx2, avx2::int4_tables_avx2, avx2::lut_ternary_tile_avx2,
     avx2::lut_int4_tile_avx2, avx2::mad_ternary_tile_avx2, avx2::mad_int4_tile_avx2,
-    avx2::fp16_to_fp32_avx2, avx2::fp32_to_fp16_avx2, avx2::dot_f32_avx2, 512, 8,
+    avx2::mad_int8_tile_avx2, avx2::fp16_to_fp32_avx2, avx2::fp32_to_fp16_avx2,
+    avx2::dot_f32_avx2, 512, 8,
 };
 
 }  // namespace lutlm

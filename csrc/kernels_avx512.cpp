@@ -68,12 +68,38 @@ void mad_int4_tile_avx512(const int8_t* x8, const float* xs, const int32_t* xsum
   _mm512_storeu_ps(y, yv);
 }
 
+// vpdpbusd takes unsigned weights: w ^ 0x80 = w + 128 as u8, so it computes
+// t + 128 * sum x, and 128 * xsum8 is subtracted per group.
+void mad_int8_tile_avx512(const int8_t* x8, const float* xs, const int32_t* xsum8,
+                          const int8_t* wq, const uint16_t* d, int groups, int group_size,
+                          float y[16]) {
+  const __m512i bias = _mm512_set1_epi8((char)0x80);
+  __m512 yv = _mm512_loadu_ps(y);
+  const int quads = group_size / 4;  // 8, 16 or 32
+  for (int g = 0; g < groups; ++g) {
+    __m512i a[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                    _mm512_setzero_si512()};
+    const int8_t* xg = x8 + g * group_size;
+    for (int q = 0; q < quads; q += 4, wq += 256)
+      for (int i = 0; i < 4; ++i)
+        a[i] = _mm512_dpbusd_epi32(a[i], _mm512_xor_si512(_mm512_loadu_si512(wq + 64 * i), bias),
+                                   bcast_x4(xg + 4 * (q + i)));
+    const __m512i t = _mm512_sub_epi32(
+        _mm512_add_epi32(_mm512_add_epi32(a[0], a[1]), _mm512_add_epi32(a[2], a[3])),
+        _mm512_set1_epi32(xsum8[g] * 128));
+    const __m512 dg = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(d + g * 16)));
+    yv = _mm512_fmadd_ps(dg, _mm512_mul_ps(_mm512_cvtepi32_ps(t), _mm512_set1_ps(xs[g])), yv);
+  }
+  _mm512_storeu_ps(y, yv);
+}
+
 }  // namespace avx512
 
 const IsaKernels kAvx512Kernels = {
     "avx512", avx2::ternary_tables_avx2, avx2::int4_tables_avx2, avx2::lut_ternary_tile_avx2,
     avx2::lut_int4_tile_avx2, avx512::mad_ternary_tile_avx512, avx512::mad_int4_tile_avx512,
-    avx2::fp16_to_fp32_avx2, avx2::fp32_to_fp16_avx2, avx2::dot_f32_avx2, 64, 8,
+    avx512::mad_int8_tile_avx512, avx2::fp16_to_fp32_avx2, avx2::fp32_to_fp16_avx2,
+    avx2::dot_f32_avx2, 64, 8,
 };
 
 }  // namespace lutlm

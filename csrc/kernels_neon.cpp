@@ -118,7 +118,8 @@ float dot_f32_neon(const float* a, const float* b, int n) {
 }
 
 // One quad: acc[j] (rows 4j..4j+3, two int32 partial sums each) += x[0..3] . w[r][0..3].
-// Each int16 product pair is at most 2*127*127, so vpadal never overflows.
+// A product fits int16 (|x| <= 127, |w| <= 128) and vpadal widens pairs to int32,
+// so nothing overflows for any int8 weight.
 inline void quad_dot(const int8_t* x, const int8_t* wq, int32x4_t acc[8]) {
   int32_t xv;
   std::memcpy(&xv, x, 4);
@@ -166,11 +167,31 @@ void mad_int4_tile_neon(const int8_t* x8, const float* xs, const int32_t* xsum8,
   }
 }
 
+void mad_int8_tile_neon(const int8_t* x8, const float* xs, const int32_t* /*xsum8*/,
+                        const int8_t* wq, const uint16_t* d, int groups, int group_size,
+                        float y[16]) {
+  const int quads = group_size / 4;
+  float32x4_t yv[4];
+  for (int i = 0; i < 4; ++i) yv[i] = vld1q_f32(y + 4 * i);
+  for (int g = 0; g < groups; ++g) {
+    int32x4_t a[8];
+    for (int i = 0; i < 8; ++i) a[i] = vdupq_n_s32(0);
+    for (int q = 0; q < quads; ++q, wq += 64) quad_dot(x8 + (g * quads + q) * 4, wq, a);
+    const float32x4_t xsv = vdupq_n_f32(xs[g]);
+    for (int j = 0; j < 4; ++j) {
+      const float32x4_t dg = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(d + g * 16 + 4 * j)));
+      yv[j] = vfmaq_f32(yv[j], dg, vmulq_f32(vcvtq_f32_s32(rows_of(a, j)), xsv));
+    }
+  }
+  for (int i = 0; i < 4; ++i) vst1q_f32(y + 4 * i, yv[i]);
+}
+
 }  // namespace
 
 const IsaKernels kNeonKernels = {
     "neon", ternary_tables_scalar, int4_tables_scalar, lut_ternary_tile_neon, lut_int4_tile_neon,
-    mad_ternary_tile_neon, mad_int4_tile_neon, fp16_to_fp32_neon, fp32_to_fp16_neon, dot_f32_neon,
+    mad_ternary_tile_neon, mad_int4_tile_neon, mad_int8_tile_neon, fp16_to_fp32_neon,
+    fp32_to_fp16_neon, dot_f32_neon,
     512, 8,  // crossover not measured on hardware yet
 };
 

@@ -143,12 +143,28 @@ void mad_int4_tile_scalar(const int8_t* x8, const float* xs, const int32_t* xsum
   }
 }
 
+void mad_int8_tile_scalar(const int8_t* x8, const float* xs, const int32_t* /*xsum8*/,
+                          const int8_t* wq, const uint16_t* d, int groups, int group_size,
+                          float y[16]) {
+  const int quads = group_size / 4;
+  for (int g = 0; g < groups; ++g) {
+    int32_t dot[16] = {0};
+    for (int q = 0; q < quads; ++q, wq += 64) {
+      const int8_t* x = x8 + (g * quads + q) * 4;
+      for (int r = 0; r < kTileRows; ++r)
+        for (int i = 0; i < 4; ++i) dot[r] += (int32_t)x[i] * wq[4 * r + i];
+    }
+    for (int r = 0; r < kTileRows; ++r)
+      y[r] = std::fma(fp16_to_fp32(d[g * 16 + r]), (float)dot[r] * xs[g], y[r]);
+  }
+}
+
 }  // namespace
 
 const IsaKernels kScalarKernels = {
     "scalar", ternary_tables_scalar, int4_tables_scalar, lut_ternary_tile_scalar, lut_int4_tile_scalar,
-    mad_ternary_tile_scalar, mad_int4_tile_scalar, fp16_to_fp32_scalar, fp32_to_fp16_scalar,
-    dot_f32_scalar,
+    mad_ternary_tile_scalar, mad_int4_tile_scalar, mad_int8_tile_scalar, fp16_to_fp32_scalar,
+    fp32_to_fp16_scalar, dot_f32_scalar,
     64, 8,
 };
 

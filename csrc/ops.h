@@ -35,6 +35,15 @@ struct Int4Weights {
   int group_size;
 };
 
+// INT8 (GGUF Q8_0 with group 32): w = d * q, q in -128..127. The codes are already in
+// the MAD kernels' quad layout [ceil(N/16)][Kp/4][16][4], zero padded; d as for INT4.
+struct Int8Weights {
+  const int8_t* codes;
+  const uint16_t* d;  // [NT][G][16] fp16
+  int64_t N, K, Kp;
+  int group_size;
+};
+
 // Largest M for which Method::kAuto uses the lookup-table kernel (see bench/RESULTS.md).
 int lut_max_m(bool int4);
 Method resolve_method(Method m, int64_t M, bool int4);
@@ -45,6 +54,9 @@ void gemm_ternary(const float* x, int64_t M, const TernaryWeights& w, Method met
 // about twice the time), for reference-grade accuracy.
 void gemm_int4(const float* x, int64_t M, const Int4Weights& w, Method method, int act_bits,
                float* y);
+// MAD only: a lookup table per 4 activations cannot beat one multiply-add per 8-bit
+// weight. act_bits as for gemm_int4.
+void gemm_int8(const float* x, int64_t M, const Int8Weights& w, int act_bits, float* y);
 
 // y[M, N] = x[M, K] . w[N, K]^T in fp32 (kernels.h dot_f32 order), for unquantized layers.
 void gemm_f32(const float* x, int64_t M, const float* w, int64_t N, int64_t K, float* y);

@@ -340,6 +340,51 @@ void test_mad_int4(Rng& rng, Stats& st) {
   }
 }
 
+void test_mad_int8(Rng& rng, Stats& st) {
+  for (int i = 0; i < 1000; ++i) {
+    const int group_size = 32 << (i < 12 ? i % 3 : rand_int(rng, 0, 2));
+    const int groups = i < 12 ? (i < 6 ? 1 : 64) : rand_int(rng, 1, i % 10 == 0 ? 64 : 12);
+    const int k_len = groups * group_size;
+    // x_mode as for ternary; w_mode 0: random in -128..127 (with extra -128s), 1: all
+    // -128, 2: all 127, 3: each row all -128 or all 127. The first 12 cases and ~5% of
+    // the rest are extreme: |x| = 127 against the largest |w| gives the largest sums.
+    const bool extreme = i < 12 || rand_int(rng, 0, 19) == 0;
+    const int x_mode = extreme ? 1 + i % 2 : 0;
+    const int w_mode = extreme ? (i < 12 ? 1 + (i / 2) % 3 : rand_int(rng, 1, 3)) : 0;
+    const auto x8 = x8_of_mode(rng, k_len, x_mode);
+    std::vector<int32_t> xsum8(groups, 0);
+    for (int k = 0; k < k_len; ++k) xsum8[k / group_size] += x8[k];
+    std::vector<int8_t> w((size_t)16 * k_len);
+    for (int r = 0; r < 16; ++r) {
+      const int8_t row_code = rand_int(rng, 0, 1) ? 127 : -128;
+      for (int k = 0; k < k_len; ++k) {
+        const int8_t random = rand_int(rng, 0, 15) == 0 ? -128 : (int8_t)rand_int(rng, -128, 127);
+        w[(size_t)r * k_len + k] = w_mode == 1   ? -128
+                                   : w_mode == 2 ? 127
+                                   : w_mode == 3 ? row_code
+                                                 : random;
+      }
+    }
+    const auto wq = to_quad_layout<int8_t>(w, k_len, 256, (int8_t)99);
+    const auto xt = with_tail(x8, 64, rng);
+    std::vector<uint16_t> d((size_t)groups * 16);
+    for (auto& v : d) v = rand_half(rng);
+    std::vector<float> xs(groups);
+    for (auto& v : xs) v = rand_float(rng, 1e-4f, 1e-1f);
+    Guarded<float> ref, got;
+    init_pair(ref, got, rng, true);
+    kScalarKernels.mad_int8_tile(xt.data(), xs.data(), xsum8.data(), wq.data(), d.data(), groups,
+                                 group_size, ref.p());
+    kNeonKernels.mad_int8_tile(xt.data(), xs.data(), xsum8.data(), wq.data(), d.data(), groups,
+                               group_size, got.p());
+    compare(st,
+            "groups=" + std::to_string(groups) + " group_size=" + std::to_string(group_size) +
+                " x=" + x_mode_name(x_mode) + " w_mode=" + std::to_string(w_mode),
+            ref, got);
+    ++st.cases;
+  }
+}
+
 // Activation rows for the table builders: x[Kp], finite, max|x| within the
 // documented [2^-62, 2^62]. mode 0: all zero; 1: uniform; 2: gaussian with a few
 // outliers; 3: half-integers times 2^e with the largest pair sum (ternary) or quad
@@ -493,13 +538,15 @@ int main() {
   }
   std::printf("comparing %s against %s\n", kNeonKernels.name, kScalarKernels.name);
   Stats all[] = {{"ternary_tables"},   {"int4_tables"},      {"lut_ternary_tile"},
-                 {"lut_int4_tile"},    {"mad_ternary_tile"}, {"mad_int4_tile"}};
+                 {"lut_int4_tile"},    {"mad_ternary_tile"}, {"mad_int4_tile"},
+                 {"mad_int8_tile"}};
   test_ternary_tables(rng, all[0]);
   test_int4_tables(rng, all[1]);
   test_lut_ternary(rng, all[2]);
   test_lut_int4(rng, all[3]);
   test_mad_ternary(rng, all[4]);
   test_mad_int4(rng, all[5]);
+  test_mad_int8(rng, all[6]);
   for (const Stats& st : all) {
     std::printf("%-17s %5d cases, %d failed\n", st.name, st.cases, st.failed);
     passed += st.cases - st.failed;
