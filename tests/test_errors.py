@@ -4,14 +4,20 @@ import numpy as np
 import pytest
 
 from lutlm import _C
-from lutlm.quant import Int4Weight, TernaryWeight, quantize_int4, quantize_ternary
+from lutlm.quant import (
+    Int4Weight,
+    TernaryWeight,
+    quantize_int4,
+    quantize_int8,
+    quantize_ternary,
+)
 
 
 @pytest.fixture
 def weights():
     rng = np.random.default_rng(0)
     w = rng.standard_normal((20, 50)).astype(np.float32)
-    return quantize_ternary(w), quantize_int4(w, 32)
+    return quantize_ternary(w), quantize_int4(w, 32), quantize_int8(w, 32)
 
 
 @pytest.mark.parametrize(
@@ -29,7 +35,7 @@ def test_wrong_activation_shape(weights, x, match):
 
 
 def test_native_layer_validates_too(weights):
-    wt, w4 = weights
+    wt, w4, _ = weights
     x = np.zeros((1, 50), np.float32)
     with pytest.raises(ValueError, match="x has K=50 but the weight has K=51"):
         _C.gemm_ternary(x, wt.codes, wt.scales, 20, 51, "lut")
@@ -45,6 +51,34 @@ def test_native_layer_validates_too(weights):
         _C.gemm_int4(x, w4.codes, w4.d, None, 20, 50, 16, "mad")
     with pytest.raises(ValueError, match="must be non-empty"):
         _C.pack_ternary(np.zeros((0, 5), np.int8))
+
+
+def test_gemm_int8_validates(weights):
+    w8 = weights[2]
+    x = np.zeros((1, 50), np.float32)
+    assert _C.gemm_int8(x, w8.codes, w8.d, 20, 50, 32, 8).shape == (1, 20)
+    with pytest.raises(ValueError, match=r"codes must have dtype int8, got uint8"):
+        _C.gemm_int8(x, w8.codes.view(np.uint8), w8.d, 20, 50, 32, 8)
+    with pytest.raises(
+        ValueError, match=r"codes has shape \(1, 16, 16, 4\), expected \(2, 16, 16, 4\)"
+    ):
+        _C.gemm_int8(x, w8.codes[:1], w8.d, 20, 50, 32, 8)
+    with pytest.raises(
+        ValueError, match=r"codes has shape \(2, 16, 64\), expected \(2, 16, 16, 4\)"
+    ):
+        _C.gemm_int8(x, w8.codes.reshape(2, 16, 64), w8.d, 20, 50, 32, 8)
+    with pytest.raises(ValueError, match=r"d has shape \(2, 2, 16\), expected \(2, 1, 16\)"):
+        _C.gemm_int8(x, w8.codes, w8.d, 20, 50, 64, 8)
+    with pytest.raises(ValueError, match=r"d must have dtype uint16 \(fp16 bits\), got float32"):
+        _C.gemm_int8(x, w8.codes, w8.d.astype(np.float32), 20, 50, 32, 8)
+    with pytest.raises(ValueError, match="x has K=50 but the weight has K=49"):
+        _C.gemm_int8(x, w8.codes, w8.d, 20, 49, 32, 8)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _C.gemm_int8(x, np.asfortranarray(w8.codes), w8.d, 20, 50, 32, 8)
+    with pytest.raises(ValueError, match="group_size must be 32, 64 or 128"):
+        _C.gemm_int8(x, w8.codes, w8.d, 20, 50, 16, 8)
+    with pytest.raises(ValueError, match="act_bits must be 8 or 16, got 4"):
+        _C.gemm_int8(x, w8.codes, w8.d, 20, 50, 32, 4)
 
 
 def test_bad_method(weights):

@@ -2,7 +2,7 @@
 
 Each method's error is bounded analytically (docs/ARCHITECTURE.md, "Error bounds"):
   * mad: x is quantized to int8 with scale s = max|x|/127 per row (ternary) or per
-    weight group g (INT4), so |y - W.x| <= sum_k |W[n,k]| * s_k/2 (+ fp32 rounding);
+    weight group g (INT4, INT8), so |y - W.x| <= sum_k |W[n,k]| * s_k/2 (+ fp32 rounding);
   * lut: every table lookup is off by at most t/2 (t = table scale), so for ternary
     |y - W.x| <= scale[n] * t/2 * (pairs of row n that are not (0, 0)), and for INT4
     |y - W.x| <= sum_g |d[n,g]| * t_g/2 * sum over quads of the plane weights 2^b of
@@ -15,7 +15,14 @@ import numpy as np
 import pytest
 
 from lutlm import _C
-from lutlm.quant import Int4Weight, TernaryWeight, quantize_int4, quantize_ternary
+from lutlm.quant import (
+    Int4Weight,
+    Int8Weight,
+    TernaryWeight,
+    quantize_int4,
+    quantize_int8,
+    quantize_ternary,
+)
 
 ISAS = _C.cpu_info()["available_isas"]
 
@@ -164,12 +171,14 @@ def test_simd_matches_scalar(rng, isa, n, k, method):
 
 def test_threads_do_not_change_results(rng):
     w = quantize_int4(rng.standard_normal((300, 700)).astype(np.float32))
+    w8 = quantize_int8(rng.standard_normal((300, 700)).astype(np.float32))
     x = rng.standard_normal((5, 700)).astype(np.float32)
-    for method in ("lut", "mad"):
+    runs = [lambda: w.matmul(x, "lut"), lambda: w.matmul(x, "mad"), lambda: w8.matmul(x, 16)]
+    for run in runs:
         _C.set_num_threads(1)
-        one = w.matmul(x, method)
+        one = run()
         _C.set_num_threads(3)
-        np.testing.assert_array_equal(w.matmul(x, method), one)
+        np.testing.assert_array_equal(run(), one)
 
 
 @pytest.mark.parametrize("kind", ["ternary", "int4"])
@@ -267,3 +276,96 @@ def test_int4_two_pass_activations(rng, method, symmetric):
     assert (err <= bound / 100 + 64 * F32_EPS * mag).all()
     with pytest.raises(ValueError, match="act_bits must be 8 or 16"):
         w.matmul(x, method, act_bits=4)
+
+
+# --- INT8 (MAD only) ---------------------------------------------------------------
+
+INT8_SHAPES = [(1, 1), (15, 7), (17, 33), (40, 100), (33, 257), (50, 1000)]
+
+
+def random_int8(rng, n, k, group_size):
+    """Codes over the whole int8 range, each row holding both -128 and 127, and fp16
+    scales spanning two decades."""
+    q = rng.integers(-128, 128, size=(n, k)).astype(np.int8)
+    q[:, 0] = -128
+    q[:, -1] = 127
+    d = rng.uniform(1e-3, 1e-1, size=(n, -(-k // group_size))).astype(np.float16)
+    return Int8Weight.pack(q, d, group_size)
+
+
+def int8_bound(x, w: Int8Weight):
+    """Derived worst-case error of one int8 pass: sum_g s_g/2 * sum_{k in g} |W[n,k]|,
+    where s_g = max_{k in g} |x_k| / 127 is the activation scale of weight group g."""
+    n, k = w.shape
+    gs = w.group_size
+    kp = -(-k // gs) * gs
+    xa = np.zeros((x.shape[0], kp))
+    xa[:, :k] = np.abs(x.astype(np.float64))
+    wa = np.zeros((n, kp))
+    wa[:, :k] = np.abs(w.dequantize().astype(np.float64))
+    s = xa.reshape(x.shape[0], -1, gs).max(axis=2) / 127  # [M, G]
+    return (s / 2) @ wa.reshape(n, -1, gs).sum(axis=2).T
+
+
+@pytest.mark.parametrize("n,k", INT8_SHAPES)
+@pytest.mark.parametrize("group_size", [32, 64, 128])
+@pytest.mark.parametrize("act_bits", [8, 16])
+def test_int8_error_bound(rng, n, k, group_size, act_bits):
+    """act_bits=8 stays within the derived bound; act_bits=16's second pass quantizes
+    what the first lost (|r| <= s/2, so s_2 <= s/254) and must be ~250x tighter."""
+    w = random_int8(rng, n, k, group_size)
+    wd = w.dequantize().astype(np.float64)
+    for m in [1, 3, 17]:
+        x = (rng.standard_normal((m, k)) * rng.uniform(0.1, 10)).astype(np.float32)
+        y = w.matmul(x, act_bits=act_bits).astype(np.float64)
+        ref = x.astype(np.float64) @ wd.T
+        mag = np.abs(x.astype(np.float64)) @ np.abs(wd).T
+        bound = int8_bound(x, w)
+        if act_bits == 16:
+            bound = bound / 200
+        slack = (4 * (k // group_size + 2)) * F32_EPS * mag + 1e-30
+        err = np.abs(y - ref)
+        assert (err <= bound * (1 + 1e-5) + slack).all(), (err - bound - slack).max()
+        # The bound is not vacuous: the error is a small part of the result's scale.
+        assert err.max() <= (0.02 if act_bits == 8 else 1e-4) * mag.max() + 1e-30
+
+
+@pytest.mark.parametrize("isa", [i for i in ISAS if i != "scalar"])
+@pytest.mark.parametrize("n,k", INT8_SHAPES)
+@pytest.mark.parametrize("act_bits", [8, 16])
+def test_int8_simd_matches_scalar(rng, isa, n, k, act_bits):
+    """Also at the int16 extremes: codes -128 and 127 against x8 = +-127."""
+    weights = [random_int8(rng, n, k, gs) for gs in (32, 64, 128)]
+    extreme = np.where(rng.integers(0, 2, size=(n, k)) == 1, 127, -128).astype(np.int8)
+    weights.append(Int8Weight.pack(extreme, np.ones((n, -(-k // 32))), 32))
+    for m in [1, 3, 17]:
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        x[0] = np.where(rng.integers(0, 2, size=k) == 1, 1.0, -1.0)  # all |x8| = 127
+        for w in weights:
+            _C.set_isa("scalar")
+            want = w.matmul(x, act_bits)
+            _C.set_isa(isa)
+            np.testing.assert_array_equal(w.matmul(x, act_bits), want)
+
+
+@pytest.mark.parametrize("act_bits", [8, 16])
+def test_int8_non_finite_zero_and_extreme_activations(rng, act_bits):
+    """A row holding NaN or Inf gives a row of NaN, other rows are unaffected; zero rows
+    give exact zeros; activations from 1e-30 to 1e30 keep their precision."""
+    n, k = 20, 100
+    w = random_int8(rng, n, k, 32)
+    wd = w.dequantize().astype(np.float64)
+    x = rng.standard_normal((5, k)).astype(np.float32)
+    x[1, 5], x[2, 99], x[3] = np.nan, -np.inf, 0.0
+    y = w.matmul(x, act_bits)
+    assert np.isnan(y[[1, 2]]).all()
+    np.testing.assert_array_equal(y[3], np.zeros(n, np.float32))
+    np.testing.assert_array_equal(y[[0, 4]], w.matmul(x[[0, 4]], act_bits))
+    for scale in (1e-30, 1e30):
+        xs = (x[[0, 4]].astype(np.float64) * scale).astype(np.float32)
+        ys = w.matmul(xs, act_bits).astype(np.float64)
+        mag = np.abs(xs.astype(np.float64)) @ np.abs(wd).T
+        assert np.isfinite(ys).all()
+        assert (np.abs(ys - xs.astype(np.float64) @ wd.T) <= 0.02 * mag).all()
+    assert w.matmul(np.zeros((0, k), np.float32)).shape == (0, n)
+    np.testing.assert_array_equal(w.matmul(x[0]), w.matmul(x[:1])[0])

@@ -3,7 +3,7 @@ from safetensors by lutlm and compared with transformers' own forward.
 
 With f32 weights the remaining difference is the fp16 KV cache (lutlm's default cache
 type): ~1e-3 relative in K and V, bounded here at 2e-3 of the logits' scale. With INT4
-weights (act_bits=16) the reference runs on the same dequantized weights.
+or INT8 weights (act_bits=16) the reference runs on the same dequantized weights.
 """
 
 import numpy as np
@@ -81,12 +81,13 @@ def test_f32_weights_match_transformers(tmp_path, case):
 
 
 @pytest.mark.parametrize("case", ["llama-gqa-linear-rope", "qwen2-untied"])
-def test_int4_weights_match_reference_on_dequantized_weights(tmp_path, case):
+@pytest.mark.parametrize("fmt, head", [("int4", "f32"), ("int8", "int8")])
+def test_packed_weights_match_reference_on_dequantized_weights(tmp_path, case, fmt, head):
     import torch
 
     hf = make_checkpoint(tmp_path, case)
     ids = np.random.default_rng(2).integers(0, 300, size=30).tolist()
-    m, ours = logits_of(tmp_path, ids, weights="int4", head="f32", act_bits=16)
+    m, ours = logits_of(tmp_path, ids, weights=fmt, head=head, act_bits=16)
     c = m.config
     q, kv = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
     with torch.no_grad():  # give transformers exactly the weights lutlm computes with
@@ -101,6 +102,8 @@ def test_int4_weights_match_reference_on_dequantized_weights(tmp_path, case):
             mlp.gate_proj.weight.copy_(torch.from_numpy(gu[: c.intermediate_size]))
             mlp.up_proj.weight.copy_(torch.from_numpy(gu[c.intermediate_size :]))
             mlp.down_proj.weight.copy_(torch.from_numpy(ours_layer.down.weight.dequantize()))
+        if head != "f32":  # both cases are untied: the embedding stays float
+            hf.lm_head.weight.copy_(torch.from_numpy(m.lm_head.weight.dequantize()))
         ref = hf(torch.tensor([ids])).logits[0].numpy()
     err = np.abs(ours - ref).max() / np.abs(ref).max()
     assert err < 3e-3, err

@@ -5,7 +5,8 @@ keeps the Q4_1 weights exactly (INT4, group 32) and quantizes activations: with
 act_bits=16 (two int8 passes) it must agree with the reference on >= 99 % of top-1
 predictions and on perplexity within 1 %; with the default act_bits=8 (int8 per group
 of 32, what GGUF runtimes do) top-1 agreement is lower on this small model (measured
-96 %), while perplexity stays within 1 %.
+96 %), while perplexity stays within 1 %. The tied head is stored Q8_0: head="int8"
+imports it exactly, so with act_bits=16 it meets the same bounds as the f32 head.
 """
 
 from pathlib import Path
@@ -60,10 +61,12 @@ def perplexity(logits, ids):
     return float(np.exp(-logp[np.arange(len(ids) - 1), ids[1:]].mean()))
 
 
-@pytest.mark.parametrize("act_bits, min_agreement", [(16, 0.99), (8, 0.95)])
-def test_teacher_forced_matches_transformers(reference, act_bits, min_agreement):
+@pytest.mark.parametrize(
+    "head, act_bits, min_agreement", [("f32", 16, 0.99), ("f32", 8, 0.95), ("int8", 16, 0.99)]
+)
+def test_teacher_forced_matches_transformers(reference, head, act_bits, min_agreement):
     ids, ref = reference
-    logits = run(load_model(smollm2_path(), act_bits=act_bits), ids)
+    logits = run(load_model(smollm2_path(), head=head, act_bits=act_bits), ids)
     agreement = (logits.argmax(axis=1) == ref.argmax(axis=1)).mean()
     assert agreement >= min_agreement, agreement
     assert abs(perplexity(logits, ids) / perplexity(ref, ids) - 1) < 0.01

@@ -5,14 +5,19 @@ import pytest
 from gguf import GGMLQuantizationType, quants
 
 from lutlm import _C
+from lutlm.model.linear import fuse_gguf_linear
 from lutlm.quant import (
     Int4Weight,
+    Int8Weight,
     TernaryWeight,
     int4_from_gguf_blocks,
+    int8_from_gguf_blocks,
     quantize_int4,
+    quantize_int8,
     quantize_ternary,
     ternarize,
 )
+from lutlm.quant._common import unpack_group_scales
 
 RAGGED = [(1, 1), (16, 32), (17, 33), (31, 100), (48, 257), (5, 1000)]
 
@@ -88,3 +93,93 @@ def test_gguf_import_errors():
         int4_from_gguf_blocks(np.zeros(18, np.uint8), (1, 31), "Q4_0")
     with pytest.raises(ValueError, match="Q4_0 or Q4_1"):
         int4_from_gguf_blocks(np.zeros(18, np.uint8), (1, 32), "Q5_0")
+
+
+@pytest.mark.parametrize("n,k", RAGGED)
+@pytest.mark.parametrize("group_size", [32, 64, 128])
+def test_int8_pack_round_trip(rng, n, k, group_size):
+    q = rng.integers(-128, 128, size=(n, k)).astype(np.int8)
+    d = rng.uniform(-1, 1, size=(n, -(-k // group_size))).astype(np.float16)
+    w = Int8Weight.pack(q, d, group_size)
+    np.testing.assert_array_equal(w.values(), q)
+    dd = np.repeat(d.astype(np.float32), group_size, axis=1)[:, :k]
+    np.testing.assert_array_equal(w.dequantize(), dd * q)
+    # 8 bits per weight plus padding to 16 rows and whole groups (and 32 columns).
+    kp = -(-k // max(32, group_size)) * max(32, group_size)
+    assert w.codes.shape == (-(-n // 16), kp // 4, 16, 4)
+    assert w.nbytes == -(-n // 16) * 16 * (kp + 2 * kp // group_size)
+
+
+@pytest.mark.parametrize("group_size", [32, 64, 128])
+def test_int8_quantization_is_q8_0(rng, group_size):
+    k = 300
+    w = (rng.standard_normal((20, k)) * rng.uniform(0.01, 3, size=(20, 1))).astype(np.float32)
+    w[3, :group_size] = 0.0  # an all-zero group: d = 0, q = 0
+    qw = quantize_int8(w, group_size)
+    g = -(-k // group_size)
+    padded = np.zeros((20, g * group_size), np.float32)
+    padded[:, :k] = w
+    amax = np.abs(padded.reshape(20, g, group_size)).max(axis=2)
+    d = (amax / 127).astype(np.float16)
+    np.testing.assert_array_equal(unpack_group_scales(qw.d, 20), d.astype(np.float32))
+    d32 = np.repeat(d.astype(np.float32), group_size, axis=1)[:, :k]
+    want = np.clip(np.rint(np.divide(w, d32, out=np.zeros_like(w), where=d32 != 0)), -127, 127)
+    np.testing.assert_array_equal(qw.values(), want)
+    # Round to nearest for the stored scale: half a step (+ the clip at 127 of a group's
+    # extreme, at most fp16's relative rounding of d).
+    err = np.abs(qw.dequantize() - w)
+    assert (err <= 0.5 * d32 * (1 + 1e-6) + 1e-3 * np.abs(w)).all()
+    assert err[3, :group_size].max() == 0.0
+
+
+def test_gguf_q8_0_import_is_bit_exact(rng):
+    w = (rng.standard_normal((40, 256)) * rng.uniform(0.01, 3, size=(40, 1))).astype(np.float32)
+    blocks = quants.quantize(w, GGMLQuantizationType.Q8_0)
+    want = quants.dequantize(blocks, GGMLQuantizationType.Q8_0)
+    got = int8_from_gguf_blocks(blocks, (40, 256))
+    np.testing.assert_array_equal(got.dequantize(), want)
+    # Codes -128 (legal in Q8_0, never produced by its quantizer) import exactly too.
+    raw = blocks.copy().reshape(40, 8, 34)
+    raw[:, :, 2:] = rng.integers(-128, 128, size=(40, 8, 32)).astype(np.int8).view(np.uint8)
+    raw[:, :, 2] = 0x80
+    raw = raw.reshape(40, -1)
+    want = quants.dequantize(raw, GGMLQuantizationType.Q8_0)
+    np.testing.assert_array_equal(int8_from_gguf_blocks(raw, (40, 256)).dequantize(), want)
+    # And the kernels compute with exactly those values.
+    x = rng.standard_normal((3, 256)).astype(np.float32)
+    ref = x.astype(np.float64) @ want.astype(np.float64).T
+    y = int8_from_gguf_blocks(raw, (40, 256)).matmul(x, act_bits=16)
+    assert np.abs(y - ref).max() < 1e-4 * np.abs(ref).max()
+
+
+def test_fused_q8_0_parts_import_exactly(rng):
+    """q, k, v stored as Q8_0 become one Int8Weight whatever the chosen format."""
+    parts, want = [], []
+    for n in (64, 32, 32):
+        w = rng.standard_normal((n, 96)).astype(np.float32)
+        blocks = quants.quantize(w, GGMLQuantizationType.Q8_0)
+        parts.append(("Q8_0", (n, 96), blocks))
+        want.append(quants.dequantize(blocks, GGMLQuantizationType.Q8_0))
+    for fmt in ("int4", "int8", "f32"):
+        fused = fuse_gguf_linear(parts, [], fmt)
+        assert isinstance(fused, Int8Weight)
+        np.testing.assert_array_equal(fused.dequantize(), np.concatenate(want))
+
+
+def test_int8_errors():
+    with pytest.raises(ValueError, match="needs 68 bytes, got 67"):
+        int8_from_gguf_blocks(np.zeros(67, np.uint8), (2, 32))
+    with pytest.raises(ValueError, match="multiple of 32"):
+        int8_from_gguf_blocks(np.zeros(34, np.uint8), (1, 31))
+    with pytest.raises(ValueError, match="-128..127"):
+        Int8Weight.pack(np.full((3, 32), 128, np.int16), np.ones((3, 1)), 32)
+    with pytest.raises(ValueError, match="must be integer"):
+        Int8Weight.pack(np.zeros((3, 32), np.float32), np.ones((3, 1)), 32)
+    with pytest.raises(ValueError, match=r"d must have shape \(3, 2\)"):
+        Int8Weight.pack(np.zeros((3, 64), np.int8), np.ones((3, 1)), 32)
+    with pytest.raises(ValueError, match="group_size"):
+        quantize_int8(np.zeros((2, 32), np.float32), group_size=16)
+    with pytest.raises(ValueError, match="fp16 scale range"):
+        quantize_int8(np.full((2, 32), 1e10, np.float32))
+    with pytest.raises(ValueError, match="act_bits must be 8 or 16"):
+        quantize_int8(np.ones((2, 32), np.float32)).matmul(np.ones(32), act_bits=4)

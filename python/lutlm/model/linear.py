@@ -1,8 +1,9 @@
 """Linear layers over packed weights, and how each checkpoint tensor becomes one.
 
-Weight formats (`weights=` in the loader): "int4" (group 32, the default), "ternary"
-(absmean per row) and "f32". GGUF Q4_0/Q4_1 tensors import to INT4 exactly whatever
-the choice; ternary sources (TQ1_0/TQ2_0, BitNet) stay ternary.
+Weight formats (`weights=` in the loader): "int4" (group 32, the default), "int8"
+(group 32, GGUF Q8_0's rule), "ternary" (absmean per row) and "f32". GGUF tensors
+import exactly whatever the choice when all parts of a layer are Q4_0/Q4_1 (to INT4)
+or all Q8_0 (to INT8); ternary sources (TQ1_0/TQ2_0, BitNet) stay ternary.
 """
 
 from __future__ import annotations
@@ -10,10 +11,20 @@ from __future__ import annotations
 import numpy as np
 
 from lutlm import _C
-from lutlm.quant import Int4Weight, TernaryWeight, quantize_int4, quantize_ternary
+from lutlm.quant import (
+    Int4Weight,
+    Int8Weight,
+    TernaryWeight,
+    quantize_int4,
+    quantize_int8,
+    quantize_ternary,
+)
 from lutlm.quant.int4 import gguf_q4_arrays
+from lutlm.quant.int8 import gguf_q8_arrays
 
-WEIGHT_FORMATS = ("int4", "ternary", "f32")
+WEIGHT_FORMATS = ("int4", "int8", "ternary", "f32")
+
+PackedWeight = Int4Weight | Int8Weight | TernaryWeight | np.ndarray
 
 
 class Linear:
@@ -21,20 +32,20 @@ class Linear:
 
     def __init__(
         self,
-        weight: Int4Weight | TernaryWeight | np.ndarray,
+        weight: PackedWeight,
         bias: np.ndarray | None = None,
         act_bits: int = 8,
     ) -> None:
         self.weight = weight
         self.bias = None if bias is None else np.asarray(bias, np.float32)
         self.out_features, self.in_features = weight.shape
-        self.act_bits = act_bits  # INT4 only: 16 = two int8 passes (see Int4Weight.matmul)
+        self.act_bits = act_bits  # INT4/INT8 only: 16 = two int8 passes (see Int4Weight.matmul)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if isinstance(self.weight, np.ndarray):
             # lutlm's pool, not numpy's BLAS threads, which would compete with it.
             y = _C.gemm_f32(x, self.weight)
-        elif isinstance(self.weight, Int4Weight):
+        elif isinstance(self.weight, (Int4Weight, Int8Weight)):
             y = self.weight.matmul(x, act_bits=self.act_bits)
         else:
             y = self.weight.matmul(x)
@@ -45,10 +56,12 @@ class Linear:
         return int(self.weight.nbytes)
 
 
-def quantize_dense(w: np.ndarray, fmt: str) -> Int4Weight | TernaryWeight | np.ndarray:
+def quantize_dense(w: np.ndarray, fmt: str) -> PackedWeight:
     """Pack a float matrix in the chosen format."""
     if fmt == "int4":
         return quantize_int4(w, 32, symmetric=True)
+    if fmt == "int8":
+        return quantize_int8(w, 32)
     if fmt == "ternary":
         return quantize_ternary(w, per_row=True)
     if fmt == "f32":
@@ -58,13 +71,14 @@ def quantize_dense(w: np.ndarray, fmt: str) -> Int4Weight | TernaryWeight | np.n
 
 def fuse_gguf_linear(
     parts: list[tuple[str, tuple[int, ...], np.ndarray]], dequantize: list, fmt: str
-) -> Int4Weight | TernaryWeight | np.ndarray:
+) -> PackedWeight:
     """One weight from GGUF tensors stacked along N (e.g. q, k, v).
 
     Args:
         parts: (ggml type, shape, raw data) per tensor.
-        dequantize: callables returning each part as float32, for non-Q4 types.
-        fmt: the format for tensors that are not already INT4.
+        dequantize: callables returning each part as float32, for the other types.
+        fmt: the format unless all parts are Q4_0/Q4_1 (kept as INT4) or all Q8_0
+            (kept as INT8).
     """
     if all(kind in ("Q4_0", "Q4_1") for kind, _, _ in parts):
         qs, ds, ms = [], [], []
@@ -76,4 +90,9 @@ def fuse_gguf_linear(
         any_min = any(kind == "Q4_1" for kind, _, _ in parts)
         m_all = np.concatenate(ms).astype(np.float16) if any_min else None
         return Int4Weight.pack(np.concatenate(qs), np.concatenate(ds), m_all, 32)
+    if all(kind == "Q8_0" for kind, _, _ in parts):
+        arrays = [gguf_q8_arrays(data, shape) for _, shape, data in parts]
+        return Int8Weight.pack(
+            np.concatenate([q for q, _ in arrays]), np.concatenate([d for _, d in arrays]), 32
+        )
     return quantize_dense(np.concatenate([f() for f in dequantize]), fmt)

@@ -10,7 +10,14 @@ import numpy as np
 from lutlm.formats.gguf import GGUFModelFile
 from lutlm.formats.safetensors_dir import HFModelDir
 from lutlm.model.decoder import Decoder, Embedding, LayerWeights
-from lutlm.model.linear import WEIGHT_FORMATS, Linear, fuse_gguf_linear, quantize_dense
+from lutlm.model.linear import (
+    WEIGHT_FORMATS,
+    Linear,
+    PackedWeight,
+    fuse_gguf_linear,
+    quantize_dense,
+)
+from lutlm.quant import int8_from_gguf_blocks
 
 # GGUF tensor names of one layer, and which are stacked into one weight.
 GGUF_LAYER = {
@@ -52,7 +59,7 @@ HF_GLOBAL = {
     "head": "lm_head.weight",
 }
 FUSED = {"qkv": ("q", "k", "v"), "gate_up": ("gate", "up")}
-HEAD_FORMATS = ("int4", "f32")
+HEAD_FORMATS = ("int8", "int4", "f32")
 
 
 def load_model(
@@ -62,13 +69,15 @@ def load_model(
 
     Args:
         path: a .gguf file or an HF directory (config.json + *.safetensors).
-        weights: format for linear weights that are not already INT4/ternary in the
-            file: "int4" (group 32), "ternary" or "f32".
-        head: format of the LM head (tied or not): "f32" (default: an INT4 head costs
-            SmolLM2-135M about 15 points of top-1 agreement with the fp32 reference)
-            or "int4".
-        act_bits: activation precision of INT4 layers: 8 (int8 per group of 32, as
-            GGUF runtimes do) or 16 (two int8 passes; ~2x prefill cost, reference-grade).
+        weights: format for linear weights that are not already INT4/INT8/ternary in
+            the file: "int4" (group 32), "int8" (group 32), "ternary" or "f32".
+        head: format of the LM head (tied or not): "f32" (default), "int8" (a GGUF
+            Q8_0 tensor imported exactly, others quantized like Q8_0; a quarter of the
+            f32 head's bytes) or "int4" (costs SmolLM2-135M about 15 points of top-1
+            agreement with the fp32 reference).
+        act_bits: activation precision of INT4 and INT8 layers: 8 (int8 per group of
+            32, as GGUF runtimes do) or 16 (two int8 passes; ~2x prefill cost,
+            reference-grade).
 
     Raises:
         ValueError: unsupported file, architecture, tensor type or option.
@@ -150,6 +159,13 @@ def _build(
             f"{f.path}: {global_names['embed']} has shape {embed_f32.shape}, expected (vocab, {D})"
         )
     tied = c.tie_word_embeddings or not f.has(global_names["head"])
-    head_src = embed_f32 if tied else f.float32(global_names["head"])
-    lm_head = Linear(quantize_dense(head_src, head), act_bits=act_bits)
+    head_name = global_names["embed"] if tied else global_names["head"]
+
+    def head_weight() -> PackedWeight:
+        kind, shape, data = f.tensor(head_name)
+        if head == "int8" and kind == "Q8_0":
+            return int8_from_gguf_blocks(data, shape)
+        return quantize_dense(embed_f32 if tied else f.float32(head_name), head)
+
+    lm_head = Linear(head_weight(), act_bits=act_bits)
     return Decoder(config, Embedding(embed_f32), layers, f.float32(global_names["norm"]), lm_head)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from lutlm import _C
+
 METHODS = ("auto", "lut", "mad")
+GROUP_SIZES = (32, 64, 128)
 
 
 def as_matrix(w: np.ndarray, name: str = "w") -> np.ndarray:
@@ -33,3 +36,35 @@ def check_method(method: str) -> str:
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     return method
+
+
+def check_group_size(group_size: int) -> None:
+    if group_size not in GROUP_SIZES:
+        raise ValueError(f"group_size must be one of {GROUP_SIZES}, got {group_size}")
+
+
+def num_groups(K: int, group_size: int) -> int:
+    return -(-K // group_size)
+
+
+def padded_groups(w: np.ndarray, group_size: int) -> np.ndarray:
+    """w [N, K] as float32 [N, G, group_size], the last group zero padded."""
+    N, K = w.shape
+    padded = np.zeros((N, num_groups(K, group_size) * group_size), np.float32)
+    padded[:, :K] = w
+    return padded.reshape(N, -1, group_size)
+
+
+def pack_group_scales(a: np.ndarray, N: int, K: int, group_size: int, name: str) -> np.ndarray:
+    """Per-group fp16 values [N, G] in the kernels' layout [ceil(N/16), G, 16]."""
+    a = np.asarray(a, dtype=np.float16)
+    G = num_groups(K, group_size)
+    if a.shape != (N, G):
+        raise ValueError(f"{name} must have shape {(N, G)}, got {a.shape}")
+    return _C.pack_group_scales(np.ascontiguousarray(a).view(np.uint16), K, group_size)
+
+
+def unpack_group_scales(s: np.ndarray, N: int) -> np.ndarray:
+    """The inverse of pack_group_scales, as float32 [N, G]."""
+    G = s.shape[1]
+    return s.view(np.float16).transpose(0, 2, 1).reshape(-1, G)[:N].astype(np.float32)

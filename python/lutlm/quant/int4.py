@@ -12,14 +12,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from lutlm import _C
-from lutlm.quant._common import activations, as_matrix, check_method
+from lutlm.quant._common import (
+    activations,
+    as_matrix,
+    check_group_size,
+    check_method,
+    num_groups,
+    pack_group_scales,
+    padded_groups,
+    unpack_group_scales,
+)
 
-GROUP_SIZES = (32, 64, 128)
 _GGUF_BLOCK_BYTES = {"Q4_0": 18, "Q4_1": 20}
-
-
-def _groups(K: int, group_size: int) -> int:
-    return -(-K // group_size)
 
 
 @dataclass(frozen=True)
@@ -37,25 +41,16 @@ class Int4Weight:
         cls, q: np.ndarray, d: np.ndarray, m: np.ndarray | None, group_size: int
     ) -> Int4Weight:
         """Pack codes q uint8 [N, K] and fp16 scales d, minimums m [N, G]."""
-        if group_size not in GROUP_SIZES:
-            raise ValueError(f"group_size must be one of {GROUP_SIZES}, got {group_size}")
+        check_group_size(group_size)
         q = np.ascontiguousarray(q, dtype=np.uint8)
         if q.ndim != 2:
             raise ValueError(f"q must be 2-D [N, K], got shape {q.shape}")
         N, K = q.shape
-        G = _groups(K, group_size)
-
-        def fp16_bits(a: np.ndarray, name: str) -> np.ndarray:
-            a = np.asarray(a, dtype=np.float16)
-            if a.shape != (N, G):
-                raise ValueError(f"{name} must have shape {(N, G)}, got {a.shape}")
-            return _C.pack_group_scales(np.ascontiguousarray(a).view(np.uint16), K, group_size)
-
         codes = _C.pack_int4(q, group_size)
         return cls(
             codes,
-            fp16_bits(d, "d"),
-            None if m is None else fp16_bits(m, "m"),
+            pack_group_scales(d, N, K, group_size, "d"),
+            None if m is None else pack_group_scales(m, N, K, group_size, "m"),
             (int(N), int(K)),
             group_size,
         )
@@ -65,9 +60,7 @@ class Int4Weight:
         return int(self.codes.nbytes + self.d.nbytes + (0 if self.m is None else self.m.nbytes))
 
     def _unpack_scales(self, s: np.ndarray) -> np.ndarray:
-        N = self.shape[0]
-        G = s.shape[1]
-        return s.view(np.float16).transpose(0, 2, 1).reshape(-1, G)[:N].astype(np.float32)
+        return unpack_group_scales(s, self.shape[0])
 
     def dequantize(self) -> np.ndarray:
         N, K = self.shape
@@ -111,16 +104,13 @@ def quantize_int4(w: np.ndarray, group_size: int = 32, symmetric: bool = True) -
     d = (max - min) / 15, m = min, q = clip(round((w - m) / d), 0, 15). Scales are
     rounded to fp16 before q is computed, so q is chosen for the stored scale.
     """
-    if group_size not in GROUP_SIZES:
-        raise ValueError(f"group_size must be one of {GROUP_SIZES}, got {group_size}")
+    check_group_size(group_size)
     w = as_matrix(w).astype(np.float32)
     N, K = w.shape
-    G = _groups(K, group_size)
-    padded = np.zeros((N, G * group_size), np.float32)
-    padded[:, :K] = w
+    G = num_groups(K, group_size)
+    g = padded_groups(w, group_size)
     mask = np.zeros((N, G * group_size), bool)
     mask[:, :K] = True
-    g = padded.reshape(N, G, group_size)
     valid = mask.reshape(N, G, group_size)
     if symmetric:
         idx = np.argmax(np.where(valid, np.abs(g), -1.0), axis=2)

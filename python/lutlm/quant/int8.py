@@ -1,0 +1,134 @@
+"""Group-wise INT8 weights (GGUF Q8_0): quantization, GGUF import and packing.
+
+w = d * q for q in -128..127 (the quantizer produces -127..127) with one fp16 scale d
+per group of 32, 64 or 128 weights along K. GGUF Q8_0 is group 32: a 34-byte block
+holds d, then 32 int8 values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lutlm import _C
+from lutlm.quant._common import (
+    activations,
+    as_matrix,
+    check_group_size,
+    pack_group_scales,
+    padded_groups,
+    unpack_group_scales,
+)
+
+_Q8_0_BLOCK_BYTES = 34
+
+
+@dataclass(frozen=True)
+class Int8Weight:
+    """An INT8 matrix stored directly in the MAD kernels' quad layout, fp16 group scales."""
+
+    codes: np.ndarray  # int8 [ceil(N/16), Kp/4, 16, 4]: 4 consecutive k of a tile's 16 rows
+    d: np.ndarray  # uint16 (fp16 bits) [ceil(N/16), G, 16]
+    shape: tuple[int, int]
+    group_size: int
+
+    @classmethod
+    def pack(cls, q: np.ndarray, d: np.ndarray, group_size: int) -> Int8Weight:
+        """Pack codes q int8 [N, K] and fp16 scales d [N, G]."""
+        check_group_size(group_size)
+        q = np.asarray(q)
+        if q.ndim != 2 or q.shape[0] == 0 or q.shape[1] == 0:
+            raise ValueError(f"q must be a non-empty 2-D matrix [N, K], got shape {q.shape}")
+        if not np.issubdtype(q.dtype, np.integer):
+            raise ValueError(f"q must be integer, got dtype {q.dtype}")
+        if q.dtype != np.int8 and (q.min() < -128 or q.max() > 127):
+            raise ValueError("INT8 codes must be in -128..127")
+        N, K = q.shape
+        align = max(_C.K_ALIGN, group_size)
+        NT, Kp = -(-N // _C.TILE_ROWS), -(-K // align) * align
+        padded = np.zeros((NT * _C.TILE_ROWS, Kp), np.int8)
+        padded[:N, :K] = q
+        codes = padded.reshape(NT, _C.TILE_ROWS, Kp // 4, 4).transpose(0, 2, 1, 3)
+        return cls(
+            np.ascontiguousarray(codes),
+            pack_group_scales(d, N, K, group_size, "d"),
+            (int(N), int(K)),
+            group_size,
+        )
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.codes.nbytes + self.d.nbytes)
+
+    def values(self) -> np.ndarray:
+        """The codes q as int8 [N, K]."""
+        N, K = self.shape
+        NT, quads = self.codes.shape[:2]
+        return self.codes.transpose(0, 2, 1, 3).reshape(NT * _C.TILE_ROWS, quads * 4)[:N, :K]
+
+    def dequantize(self) -> np.ndarray:
+        K = self.shape[1]
+        d = np.repeat(unpack_group_scales(self.d, self.shape[0]), self.group_size, axis=1)
+        return self.values().astype(np.float32) * d[:, :K]
+
+    def matmul(self, x: np.ndarray, act_bits: int = 8) -> np.ndarray:
+        """y = x @ W.T for x [M, K] (or [K]), with the int8 dot-product kernels.
+
+        Args:
+            x: activations [M, K] or [K].
+            act_bits: 8 (int8 per weight group), or 16 for two int8 passes: activation
+                error about 1/254 of int8's.
+        """
+        xm, vector = activations(x, self.shape[1])
+        y = _C.gemm_int8(xm, self.codes, self.d, *self.shape, self.group_size, act_bits)
+        return y[0] if vector else y
+
+
+def quantize_int8(w: np.ndarray, group_size: int = 32) -> Int8Weight:
+    """Group-wise INT8 quantization, GGUF Q8_0's rule: d = fp16(max|w_group| / 127),
+    q = clip(round(w / d), -127, 127), with q chosen for the fp16-rounded d."""
+    check_group_size(group_size)
+    w = as_matrix(w).astype(np.float32)
+    N, K = w.shape
+    g = padded_groups(w, group_size)
+    with np.errstate(over="ignore"):
+        d = (np.maximum(g.max(axis=2), -g.min(axis=2)) / 127).astype(np.float16)
+    if np.isinf(d).any():
+        raise ValueError("w has values beyond the fp16 scale range (|w| > 65504 * 127)")
+    d32 = d.astype(np.float32)[..., None]
+    # In place: a vocabulary-sized head is tens of MB per temporary.
+    q = np.divide(g, d32, out=np.zeros_like(g), where=d32 != 0)
+    np.rint(q, out=q)
+    np.clip(q, -127, 127, out=q)
+    return Int8Weight.pack(q.astype(np.int8).reshape(N, -1)[:, :K], d, group_size)
+
+
+def gguf_q8_arrays(blocks: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Unpack GGUF Q8_0 blocks to codes q int8 [N, K] and fp16 scales d [N, K/32].
+    Arguments as for :func:`int8_from_gguf_blocks`."""
+    N, K = shape
+    if K % 32:
+        raise ValueError(f"Q8_0 rows must be a multiple of 32 long, got K={K}")
+    raw = np.ascontiguousarray(blocks, dtype=np.uint8).reshape(-1)
+    need = N * (K // 32) * _Q8_0_BLOCK_BYTES
+    if raw.size != need:
+        raise ValueError(f"Q8_0 tensor of shape {shape} needs {need} bytes, got {raw.size}")
+    b = raw.reshape(N, K // 32, _Q8_0_BLOCK_BYTES)
+    d = np.ascontiguousarray(b[..., :2]).view(np.float16)[..., 0]
+    q = np.ascontiguousarray(b[..., 2:]).view(np.int8).reshape(N, K)
+    return q, d
+
+
+def int8_from_gguf_blocks(blocks: np.ndarray, shape: tuple[int, int]) -> Int8Weight:
+    """Import GGUF Q8_0 blocks without loss.
+
+    Args:
+        blocks: the tensor's raw bytes as uint8, [N, K/32 * 34] or flat.
+        shape: (N, K) in GGUF's row-major order (K is the contiguous dimension).
+
+    Returns:
+        An Int8Weight whose dequantized values equal GGUF's bit for bit.
+    """
+    q, d = gguf_q8_arrays(blocks, shape)
+    return Int8Weight.pack(q, d, 32)
