@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""Serving load: lutlm's server and llama-cpp-python's server on the same GGUF, same threads.
+
+    python bench/serve.py [--model PATH] [--threads 2] [--concurrency 1,4,16]
+                          [--max-tokens 64] [--requests-per-worker 4] [--servers lutlm,llama.cpp]
+
+Each server runs as a subprocess on loopback; a pool of `concurrency` streaming clients
+(the `openai` package) sends completion requests back to back. Every request generates
+exactly --max-tokens tokens (EOS is banned with logit_bias, which both servers honour),
+so output tokens/s is comparable. Reported per server and concurrency: requests/s,
+output tokens/s, time to first token and inter-token latency (p50, p99; between
+streamed chunks, one token each). Results go to bench/results/serve.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+PROMPTS = [
+    "Write a short story about a robot who learns to paint.",
+    "Explain how a compiler turns source code into machine code.",
+    "List some facts about the planet Mars.",
+    "Describe the water cycle to a ten year old.",
+    "What makes a good unit test? Give examples.",
+    "Summarize the history of the printing press.",
+    "Give me a recipe for a simple tomato soup.",
+    "How do lookup tables speed up low-bit matrix multiplication?",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(server: str, model: Path, threads: int, port: int, max_seqs: int) -> subprocess.Popen:
+    if server == "lutlm":
+        cmd = [
+            sys.executable,
+            "-m",
+            "lutlm.cli",
+            "serve",
+            str(model),
+            "--port",
+            str(port),
+            "--threads",
+            str(threads),
+            "--max-num-seqs",
+            str(max_seqs),
+            "--served-model-name",
+            "m",
+            "--log-level",
+            "warning",
+        ]
+        ready = "/health"
+    else:
+        cmd = [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(model),
+            "--port",
+            str(port),
+            "--n_threads",
+            str(threads),
+            "--n_threads_batch",
+            str(threads),
+            "--host",
+            "127.0.0.1",
+            "--n_ctx",
+            "4096",
+            "--model_alias",
+            "m",
+        ]
+        ready = "/v1/models"
+    log = tempfile.TemporaryFile()  # a pipe nobody reads would fill and stall the server
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            log.seek(0)
+            raise RuntimeError(f"{server} exited: {log.read().decode()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{ready}", timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{server} did not become ready")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+async def load(
+    port: int, concurrency: int, per_worker: int, max_tokens: int, eos: list[int]
+) -> dict:
+    import openai
+
+    client = openai.AsyncOpenAI(
+        base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=600
+    )
+    ttft, itl, counts = [], [], []
+
+    async def one(prompt: str) -> None:
+        t0 = time.perf_counter()
+        last, n, finish = None, 0, None
+        stream = await client.completions.create(
+            model="m",
+            prompt=prompt,
+            max_tokens=max_tokens,
+            temperature=0.8,
+            stream=True,
+            logit_bias={str(e): -100 for e in eos},
+        )
+        async for ch in stream:
+            if not ch.choices:
+                continue
+            now = time.perf_counter()
+            if ch.choices[0].text:
+                n += 1
+                if last is None:
+                    ttft.append(now - t0)
+                else:
+                    itl.append(now - last)
+                last = now
+            finish = ch.choices[0].finish_reason or finish
+        if finish not in ("length", None):  # llama-cpp-python may send no finish_reason
+            raise RuntimeError(f"a request ended with {finish!r}, expected 'length'")
+        counts.append(n)
+
+    async def worker(w: int) -> None:
+        for i in range(per_worker):
+            await one(PROMPTS[(w * per_worker + i) % len(PROMPTS)])
+
+    await one(PROMPTS[0])  # warm-up, not counted
+    ttft.clear(), itl.clear(), counts.clear()
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    wall = time.perf_counter() - t0
+    nreq = concurrency * per_worker
+    return {
+        "concurrency": concurrency,
+        "requests": nreq,
+        "wall_s": wall,
+        "requests_per_s": nreq / wall,
+        "output_tokens_per_s": nreq * max_tokens / wall,
+        "ttft_p50_ms": 1e3 * float(np.percentile(ttft, 50)),
+        "ttft_p99_ms": 1e3 * float(np.percentile(ttft, 99)),
+        "itl_p50_ms": 1e3 * float(np.percentile(itl, 50)),
+        "itl_p99_ms": 1e3 * float(np.percentile(itl, 99)),
+        "chunks_per_request": float(np.mean(counts)),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", type=Path)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--concurrency", default="1,4,16")
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--requests-per-worker", type=int, default=4)
+    ap.add_argument("--servers", default="lutlm,llama.cpp")
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "serve")
+    args = ap.parse_args()
+    from lutlm.default_model import default_model_path
+    from lutlm.tokenizer import Tokenizer
+
+    model = args.model or default_model_path()
+    eos = sorted(Tokenizer.from_gguf(model).eos_token_ids)
+    levels = [int(c) for c in args.concurrency.split(",")]
+    rows = []
+    for server in args.servers.split(","):
+        port = free_port()
+        proc = start(server, model, args.threads, port, max(levels))
+        try:
+            for c in levels:
+                r = asyncio.run(load(port, c, args.requests_per_worker, args.max_tokens, eos))
+                r["server"] = server
+                rows.append(r)
+                print(json.dumps(r), flush=True)
+        finally:
+            stop(proc)
+    machine = f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs".strip()
+    cmd = "python bench/serve.py " + shlex.join(sys.argv[1:])
+    lines = [
+        f"Machine: {machine}; model {model.name}; threads {args.threads}; "
+        f"{args.max_tokens} tokens per request.",
+        f"Command: `{cmd}`",
+        "",
+        "| server | conc. | req/s | out tok/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms "
+        "| ITL p99 ms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['server']} | {r['concurrency']} | {r['requests_per_s']:.2f} | "
+            f"{r['output_tokens_per_s']:.1f} | {r['ttft_p50_ms']:.0f} | {r['ttft_p99_ms']:.0f} | "
+            f"{r['itl_p50_ms']:.1f} | {r['itl_p99_ms']:.1f} |"
+        )
+    for server in {r["server"] for r in rows}:
+        by = {r["concurrency"]: r for r in rows if r["server"] == server}
+        if 1 in by and max(by) > 1:
+            ratio = by[max(by)]["output_tokens_per_s"] / by[1]["output_tokens_per_s"]
+            lines.append(
+                f"\n{server}: output tokens/s at concurrency {max(by)} = {ratio:.2f}x concurrency 1"
+            )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
