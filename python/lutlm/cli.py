@@ -39,7 +39,7 @@ def _load(args: argparse.Namespace):
 
     if args.threads:
         _C.set_num_threads(args.threads)
-    return LLM(args.model, weights=args.weights, act_bits=args.act_bits)
+    return LLM(args.model, weights=args.weights, head=args.head, act_bits=args.act_bits)
 
 
 def _stream(llm, prompt_ids: list[int], params, out=sys.stdout) -> list[int]:
@@ -106,6 +106,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_num_seqs=args.max_num_seqs,
         max_waiting_requests=args.max_waiting_requests,
         weights=args.weights,
+        head=args.head,
         act_bits=args.act_bits,
         allowed_origins=args.allowed_origins or [],
     )
@@ -117,8 +118,14 @@ def _weight_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--weights",
         default="int4",
-        choices=("int4", "ternary", "f32"),
-        help="format for weights not already INT4/ternary in the file",
+        choices=("int4", "int8", "ternary", "f32"),
+        help="format for weights not already INT4/INT8/ternary in the file",
+    )
+    p.add_argument(
+        "--head",
+        default="int8",
+        choices=("int8", "int4", "f32"),
+        help="format of the LM head (int8: a GGUF Q8_0 head loads exactly)",
     )
     p.add_argument(
         "--act-bits",

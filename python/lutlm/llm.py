@@ -25,7 +25,9 @@ class LLM:
 
     Args:
         model: a .gguf file or an HF directory; None for the default model.
-        weights: format of linear weights not already INT4/ternary ("int4", "ternary", "f32").
+        weights: format of linear weights not already INT4/INT8/ternary ("int4", "int8",
+            "ternary", "f32").
+        head: format of the LM head ("int8", "int4", "f32").
         act_bits: activation precision of INT4 layers. 16 (default): two int8 passes,
             reference-grade answers. 8: int8 activations and tables, about twice as fast
             in the GEMMs, but on small models like SmolLM2-135M greedy answers can drift
@@ -39,6 +41,7 @@ class LLM:
         model: str | Path | None = None,
         *,
         weights: str = "int4",
+        head: str = "int8",
         act_bits: int = 16,
         max_model_len: int | None = None,
         kv_cache_memory_gb: float = 0.5,
@@ -46,7 +49,7 @@ class LLM:
     ) -> None:
         path = Path(model) if model is not None else default_model_path()
         self.model_path = path
-        self.model = load_model(path, weights=weights, act_bits=act_bits)
+        self.model = load_model(path, weights=weights, head=head, act_bits=act_bits)
         self.tokenizer = (
             Tokenizer.from_pretrained(path) if path.is_dir() else Tokenizer.from_gguf(path)
         )

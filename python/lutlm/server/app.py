@@ -51,6 +51,7 @@ class ServerConfig:
     max_num_seqs: int = 16
     max_waiting_requests: int = 256  # beyond this many requests in flight: 503
     weights: str = "int4"
+    head: str = "int8"
     act_bits: int = 16
     allowed_origins: list[str] = field(default_factory=list)  # CORS off when empty
 
@@ -73,6 +74,7 @@ class _State:
             llm = LLM(
                 self.config.model,
                 weights=self.config.weights,
+                head=self.config.head,
                 act_bits=self.config.act_bits,
                 max_model_len=self.config.max_model_len,
                 kv_cache_memory_gb=self.config.kv_cache_memory_gb,
