@@ -50,8 +50,18 @@ def bench_lutlm(
     return best_pre, best_dec
 
 
-NATIVE_CALLS = ("gemm_int4", "gemm_ternary", "gemm_f32", "paged_attention", "write_kv_cache",
-                "rms_norm", "add_rms_norm", "rope", "gated_act")
+NATIVE_CALLS = (
+    "gemm_int4",
+    "gemm_int8",
+    "gemm_ternary",
+    "gemm_f32",
+    "paged_attention",
+    "write_kv_cache",
+    "rms_norm",
+    "add_rms_norm",
+    "rope",
+    "gated_act",
+)
 
 
 def kernel_share(path, threads: int, prompt: list[int], decode: int, act_bits: int) -> float:
@@ -61,8 +71,9 @@ def kernel_share(path, threads: int, prompt: list[int], decode: int, act_bits: i
 
     _C.set_num_threads(threads)
     engine = LLMEngine(load_model(path, act_bits=act_bits), [], num_blocks=64)
-    engine.add_request(prompt, SamplingParams(max_tokens=decode + 1, temperature=0,
-                                              ignore_eos=True))
+    engine.add_request(
+        prompt, SamplingParams(max_tokens=decode + 1, temperature=0, ignore_eos=True)
+    )
     engine.step()
     prof = cProfile.Profile()
     t0 = time.perf_counter()
@@ -72,8 +83,11 @@ def kernel_share(path, threads: int, prompt: list[int], decode: int, act_bits: i
     prof.disable()
     total = time.perf_counter() - t0
     stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
-    native = sum(v[2] for k, v in stats.items()
-                 if any(k[2] == f"<built-in method lutlm._C.{n}>" for n in NATIVE_CALLS))
+    native = sum(
+        v[2]
+        for k, v in stats.items()
+        if any(k[2] == f"<built-in method lutlm._C.{n}>" for n in NATIVE_CALLS)
+    )
     return native / total
 
 
@@ -117,8 +131,11 @@ def main() -> None:
     ap.add_argument("--decode", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--act-bits", type=int, default=8, choices=(8, 16))
-    ap.add_argument("--profile", action="store_true",
-                    help="also report the share of decode time inside native kernels")
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="also report the share of decode time inside native kernels",
+    )
     args = ap.parse_args()
     path = args.model or default_model_path()
     rng = np.random.default_rng(0)
@@ -145,8 +162,10 @@ def main() -> None:
     if args.profile:
         for th in (int(t) for t in args.threads.split(",")):
             share = kernel_share(path, th, prompt, args.decode, args.act_bits)
-            print(f"\n{th} thread(s): {share:.0%} of decode time in lutlm._C calls, "
-                  f"{1 - share:.0%} in Python (cProfile, which inflates the Python side)")
+            print(
+                f"\n{th} thread(s): {share:.0%} of decode time in lutlm._C calls, "
+                f"{1 - share:.0%} in Python (cProfile, which inflates the Python side)"
+            )
 
 
 if __name__ == "__main__":
