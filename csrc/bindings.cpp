@@ -5,10 +5,13 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "cpu_features.h"
+#include "kernels.h"
 #include "ops.h"
 #include "quant_types.h"
 #include "thread_pool.h"
@@ -52,6 +55,12 @@ Method parse_method(const std::string& m) {
   if (m == "lut") return Method::kLut;
   if (m == "mad") return Method::kMad;
   fail("method must be 'auto', 'lut' or 'mad', got '" + m + "'");
+}
+
+Int4Layout parse_layout(const std::string& l) {
+  if (l == "planes") return Int4Layout::kPlanes;
+  if (l == "nibbles") return Int4Layout::kNibbles;
+  fail("layout must be 'planes' or 'nibbles', got '" + l + "'");
 }
 
 const char* method_name(Method m) { return m == Method::kLut ? "lut" : "mad"; }
@@ -196,7 +205,9 @@ PYBIND11_MODULE(_C, mod) {
     return w;
   }, py::arg("codes"), py::arg("N"), py::arg("K"));
 
-  mod.def("unpack_int4", [](const py::object& c_obj, int64_t N, int64_t K, int group_size) {
+  mod.def("unpack_int4", [](const py::object& c_obj, int64_t N, int64_t K, int group_size,
+                            const std::string& layout) {
+    const Int4Layout lay = parse_layout(layout);
     check_dims(N, K);
     check_group_size(group_size);
     const int64_t Kp = grouped_kp(K, group_size), steps = Kp / kInt4StepK;
@@ -205,11 +216,16 @@ PYBIND11_MODULE(_C, mod) {
     py::array_t<uint8_t> q({N, K});
     std::vector<uint8_t> tile((size_t)kTileRows * Kp);
     for (int64_t t = 0; t < num_tiles(N); ++t) {
-      decode_int4_tile(codes.data() + t * steps * kStepBytes, (int)steps, tile.data());
+      const uint8_t* c = codes.data() + t * steps * kStepBytes;
+      if (lay == Int4Layout::kNibbles)
+        unpack_nibble_octets(c, (int)(Kp / 8), tile.data());
+      else
+        decode_int4_tile(c, (int)steps, tile.data());
       unquad(tile.data(), t, N, K, q.mutable_data());
     }
     return q;
-  }, py::arg("codes"), py::arg("N"), py::arg("K"), py::arg("group_size"));
+  }, py::arg("codes"), py::arg("N"), py::arg("K"), py::arg("group_size"),
+     py::arg("layout") = "planes");
 
   mod.def("gemm_ternary", [](const py::object& x_obj, const py::object& c_obj,
                              const py::object& s_obj, int64_t N, int64_t K,
@@ -233,11 +249,15 @@ PYBIND11_MODULE(_C, mod) {
 
   mod.def("gemm_int4", [](const py::object& x_obj, const py::object& c_obj,
                           const py::object& d_obj, const py::object& m_obj, int64_t N, int64_t K,
-                          int group_size, const std::string& method, int act_bits) {
+                          int group_size, const std::string& method, int act_bits,
+                          const std::string& layout) {
     if (act_bits != 8 && act_bits != 16) fail("act_bits must be 8 or 16, got " + std::to_string(act_bits));
     check_dims(N, K);
     check_group_size(group_size);
     const Method meth = parse_method(method);
+    const Int4Layout lay = parse_layout(layout);
+    if (lay == Int4Layout::kNibbles && meth == Method::kLut)
+      fail("method 'lut' needs INT4 weights in the 'planes' layout; these are 'nibbles'");
     const int64_t Kp = grouped_kp(K, group_size), G = Kp / group_size, NT = num_tiles(N);
     py::array_t<float> x = activations(x_obj, K);
     auto codes = require<uint8_t>(c_obj, "codes", "uint8", {NT, Kp / kInt4StepK, kStepBytes});
@@ -246,7 +266,8 @@ PYBIND11_MODULE(_C, mod) {
     if (!m_obj.is_none()) m = require<uint16_t>(m_obj, "m", "uint16 (fp16 bits)", {NT, G, kTileRows});
     const int64_t M = x.shape(0);
     py::array_t<float> y({M, N});
-    Int4Weights w{codes.data(), d.data(), m_obj.is_none() ? nullptr : m.data(), N, K, Kp, group_size};
+    Int4Weights w{codes.data(), d.data(), m_obj.is_none() ? nullptr : m.data(), N, K, Kp,
+                  group_size, lay};
     {
       py::gil_scoped_release nogil;
       gemm_int4(x.data(), M, w, meth, act_bits, y.mutable_data());
@@ -254,6 +275,7 @@ PYBIND11_MODULE(_C, mod) {
     return y;
   }, py::arg("x"), py::arg("codes"), py::arg("d"), py::arg("m"), py::arg("N"), py::arg("K"),
      py::arg("group_size"), py::arg("method") = "auto", py::arg("act_bits") = 8,
+     py::arg("layout") = "planes",
      "y[M, N] = x[M, K] . W^T for packed INT4 W (w = d*q + m, or d*(q-8) when m is None).");
 
   mod.def("gemm_int8", [](const py::object& x_obj, const py::object& c_obj,
@@ -357,6 +379,49 @@ PYBIND11_MODULE(_C, mod) {
     write_kv_cache(k.data(), v.data(), slots.data(), T, nkv * hd, kc, vc);
   }, py::arg("k"), py::arg("v"), py::arg("slot_mapping"), py::arg("k_cache"), py::arg("v_cache"),
      "Store k, v [T, n_kv_heads, head_dim] into their cache slots (negative slot: skip).");
+
+  mod.def("qkv_rope_cache", [](const py::object& qkv_obj, const py::object& pos_obj,
+                               const py::object& f_obj, bool interleaved,
+                               const py::object& slots_obj, py::array k_cache, py::array v_cache,
+                               int64_t n_heads) {
+    check_cache(k_cache, v_cache);
+    const int64_t nb = k_cache.shape(0), bs = k_cache.shape(1), nkv = k_cache.shape(2),
+                  hd = k_cache.shape(3);
+    if (n_heads < 1 || n_heads % nkv)
+      fail("n_heads must be a positive multiple of the cache's " + std::to_string(nkv) +
+           " kv heads, got " + std::to_string(n_heads));
+    if (hd % 2 || hd > 1024) fail("head_dim must be even and at most 1024, got " + std::to_string(hd));
+    const int64_t qs = n_heads * hd, kvs = nkv * hd, width = qs + 2 * kvs;
+    py::array_t<float> qkv = activations(qkv_obj, width);
+    const int64_t T = qkv.shape(0);
+    auto pos = require<int64_t>(pos_obj, "positions", "int64", {T});
+    auto inv = require<float>(f_obj, "inv_freq", "float32", {hd / 2});
+    auto slots = require<int32_t>(slots_obj, "slot_mapping", "int32", {T});
+    for (int64_t t = 0; t < T; ++t)
+      if (slots.data()[t] >= nb * bs)
+        fail("slot_mapping[" + std::to_string(t) + "] = " + std::to_string(slots.data()[t]) +
+             " is outside the cache of " + std::to_string(nb * bs) + " slots");
+    uint16_t* kc = const_cast<uint16_t*>(half_data(k_cache, "k_cache", true));
+    uint16_t* vc = const_cast<uint16_t*>(half_data(v_cache, "v_cache", true));
+    py::array_t<float> q({T, n_heads, hd});
+    {
+      py::gil_scoped_release nogil;
+      std::vector<float> k((size_t)T * kvs), v((size_t)T * kvs);
+      const float* src = qkv.data();
+      for (int64_t t = 0; t < T; ++t, src += width) {
+        std::copy(src, src + qs, q.mutable_data() + t * qs);
+        std::copy(src + qs, src + qs + kvs, k.data() + t * kvs);
+        std::copy(src + qs + kvs, src + width, v.data() + t * kvs);
+      }
+      rope(q.mutable_data(), pos.data(), inv.data(), T, n_heads, hd, interleaved);
+      rope(k.data(), pos.data(), inv.data(), T, nkv, hd, interleaved);
+      write_kv_cache(k.data(), v.data(), slots.data(), T, kvs, kc, vc);
+    }
+    return q;
+  }, py::arg("qkv"), py::arg("positions"), py::arg("inv_freq"), py::arg("interleaved"),
+     py::arg("slot_mapping"), py::arg("k_cache"), py::arg("v_cache"), py::arg("n_heads"),
+     "Split qkv [T, (n_heads + 2 kv) * hd], apply RoPE to q and k, store k and v at their "
+     "cache slots; returns q [T, n_heads, hd].");
 
   mod.def("paged_attention", [](const py::object& q_obj, py::array k_cache, py::array v_cache,
                                 const py::object& bt_obj, const py::object& ctx_obj,

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cpu_features.h"
+#include "kernels.h"
 #include "ops.h"
 #include "quant_types.h"
 #include "thread_pool.h"
@@ -26,6 +27,10 @@ namespace {
 // K is processed in blocks this long by the MAD kernels, so a decoded tile
 // (16 x 512 bytes) and the activation block stay in L1/L2.
 constexpr int kMadKBlock = 512;
+// Up to this many activation rows (act_bits 16 counts two per row of x), MAD over
+// nibble-layout INT4 decodes the weights in registers for each row; above, once per
+// K-block into a buffer that every row reads (measured: bench/RESULTS.md).
+constexpr int64_t kNibbleFusedMaxRows = 4;
 // A task's slice of packed weights should stay in L2 while all M rows pass over it.
 constexpr int64_t kTaskBytes = 256 * 1024;
 
@@ -298,7 +303,8 @@ void gemm_int4(const float* x, int64_t M, const Int4Weights& w, Method method, i
     return a;
   };
 
-  if (resolve_method(method, M, true) == Method::kLut) {
+  // The nibble layout has no LUT form (bindings.cpp refuses method "lut" for it).
+  if (w.layout == Int4Layout::kPlanes && resolve_method(method, M, true) == Method::kLut) {
     const int64_t per_task = tiles_per_task(NT, tile_bytes);
     const int num_tasks = (int)((NT + per_task - 1) / per_task);
     std::vector<uint8_t> bad(M);
@@ -350,11 +356,22 @@ void gemm_int4(const float* x, int64_t M, const Int4Weights& w, Method method, i
   }
 
   const GroupActs a = quantize_groups(x, M, K, Kp, gs, act_bits);
+  const bool fused = w.layout == Int4Layout::kNibbles && a.rows <= kNibbleFusedMaxRows;
   mad_group_tiles(
       a, N, tile_bytes, (size_t)kTileRows * kMadKBlock,
       [&](int64_t t, int64_t kb, int klen, uint8_t* w8, float* acc) {
         const Int4TileArgs ta = tile_args(t, kb / gs, (int)(klen / gs));
-        decode_int4_tile(ta.codes, klen / kInt4StepK, w8);
+        if (fused) {  // few rows: each decodes the nibbles in registers
+          for (int64_t r = 0; r < a.rows; ++r)
+            kern.mad_int4_nibble_tile(a.x8_at(r, kb), a.scale_at(r, kb / gs),
+                                      a.xsum8_at(r, kb / gs), ta.codes, ta.d, ta.m, ta.groups,
+                                      (int)gs, acc + r * kTileRows);
+          return;
+        }
+        if (w.layout == Int4Layout::kNibbles)
+          unpack_nibble_octets(ta.codes, klen / 8, w8);
+        else
+          decode_int4_tile(ta.codes, klen / kInt4StepK, w8);
         for (int64_t r = 0; r < a.rows; ++r)
           kern.mad_int4_tile(a.x8_at(r, kb), a.scale_at(r, kb / gs), a.xsum8_at(r, kb / gs), w8,
                              ta.d, ta.m, ta.groups, (int)gs, acc + r * kTileRows);

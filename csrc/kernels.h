@@ -43,6 +43,11 @@ struct IsaKernels {
   void (*mad_int4_tile)(const int8_t* x8, const float* xs, const int32_t* xsum8, const uint8_t* wq,
                         const uint16_t* d, const uint16_t* m, int groups, int group_size,
                         float y[16]);
+  // The same from the nibble layout (quant_types.h), decoded in registers: bit-identical
+  // to mad_int4_tile on the decoded codes. Pays off for few rows of x.
+  void (*mad_int4_nibble_tile)(const int8_t* x8, const float* xs, const int32_t* xsum8,
+                               const uint8_t* codes, const uint16_t* d, const uint16_t* m,
+                               int groups, int group_size, float y[16]);
   // INT8 (wq is the packed weight itself, q in -128..127; x8 in -127..127): per group
   // t = sum_{k in g} x8[k] * q[r][k] (exact), then y[r] = fma(d, t*xs[g], y[r]).
   // xsum8 is for kernels that multiply by q+128 (unsigned) and subtract 128*xsum8[g].
@@ -110,6 +115,36 @@ inline void quad_subset_sums(const float* x, float sums[16]) {
   for (int idx = 1; idx < 16; ++idx) {
     const int hb = 31 - __builtin_clz(idx);
     sums[idx] = sums[idx & ~(1 << hb)] + x[hb];
+  }
+}
+
+// How far ahead the MAD kernels that read packed weights directly (INT4 nibbles, INT8)
+// prefetch them: decode GEMVs stream small matrices from DRAM, too short for the
+// hardware prefetcher alone to reach full bandwidth (measured: bench/RESULTS.md).
+constexpr int kNibblePrefetchBytes = 4096;
+
+// INT4 nibble layout -> quad layout (quant_types.h): octet o's low nibbles are quad 2o,
+// its high nibbles quad 2o + 1.
+inline void unpack_nibble_octets(const uint8_t* codes, int octets, uint8_t* wq) {
+  for (int o = 0; o < octets; ++o, codes += 64, wq += 128)
+    for (int j = 0; j < 64; ++j) {
+      wq[j] = codes[j] & 0x0f;
+      wq[64 + j] = codes[j] >> 4;
+    }
+}
+
+// mad_int4_nibble_tile for ISAs without their own: each group decoded, then the quad
+// kernel on it (group by group, so the fp32 operations are the same).
+template <void (*QuadKernel)(const int8_t*, const float*, const int32_t*, const uint8_t*,
+                             const uint16_t*, const uint16_t*, int, int, float*)>
+void mad_int4_nibbles_by_group(const int8_t* x8, const float* xs, const int32_t* xsum8,
+                               const uint8_t* codes, const uint16_t* d, const uint16_t* m,
+                               int groups, int group_size, float y[16]) {
+  uint8_t wq[128 * 16];  // one group of up to 128 k, 16 rows
+  for (int g = 0; g < groups; ++g) {
+    unpack_nibble_octets(codes + (size_t)g * group_size * 8, group_size / 8, wq);
+    QuadKernel(x8 + (size_t)g * group_size, xs + g, xsum8 + g, wq, d + g * 16,
+               m ? m + g * 16 : nullptr, 1, group_size, y);
   }
 }
 

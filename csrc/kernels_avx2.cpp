@@ -287,22 +287,41 @@ void mad_ternary_tile_avx2(const int8_t* x8, int32_t /*x_sum*/, const int8_t* wq
   _mm256_storeu_si256(out + 1, _mm256_add_epi32(_mm256_loadu_si256(out + 1), a1));
 }
 
-void mad_int4_tile_avx2(const int8_t* x8, const float* xs, const int32_t* xsum8, const uint8_t* wq,
-                        const uint16_t* d, const uint16_t* m, int groups, int group_size,
-                        float y[16]) {
+// Rows 0-7 and 8-15 of quad i of the current 8: from the quad layout (64 bytes per
+// quad), or from the nibble layout (64 bytes per octet: low nibbles quad 2j, high 2j+1).
+template <bool kNibbles>
+inline void load_quad(const uint8_t* w, int i, __m256i& r0, __m256i& r1) {
+  if constexpr (kNibbles) {
+    const __m256i nib = _mm256_set1_epi8(0x0f);
+    const int shift = 4 * (i & 1);
+    const uint8_t* o = w + 64 * (i >> 1);
+    if (!(i & 1)) _mm_prefetch((const char*)(o + kNibblePrefetchBytes), _MM_HINT_T0);
+    r0 = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i*)o), shift), nib);
+    r1 = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i*)(o + 32)), shift),
+                          nib);
+  } else {
+    r0 = _mm256_loadu_si256((const __m256i*)(w + 64 * i));
+    r1 = _mm256_loadu_si256((const __m256i*)(w + 64 * i + 32));
+  }
+}
+
+template <bool kNibbles>
+void mad_int4_avx2(const int8_t* x8, const float* xs, const int32_t* xsum8, const uint8_t* wq,
+                   const uint16_t* d, const uint16_t* m, int groups, int group_size, float y[16]) {
   const __m256i ones16 = _mm256_set1_epi16(1);
   __m256 y0 = _mm256_loadu_ps(y), y1 = _mm256_loadu_ps(y + 8);
   const int quads = group_size / 4;
   for (int g = 0; g < groups; ++g) {
     __m256i dot0 = _mm256_setzero_si256(), dot1 = _mm256_setzero_si256();
-    for (int q = 0; q < quads; q += 8) {
+    for (int q = 0; q < quads; q += 8, wq += kNibbles ? 256 : 512) {
       // q*x pairs are at most 2*15*127 per int16 lane: flush every 8 quads.
       __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
-      for (int i = 0; i < 8; ++i, wq += 64) {
+      for (int i = 0; i < 8; ++i) {
         const __m256i x = bcast_x4(x8 + (g * quads + q + i) * 4);
-        s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i*)wq), x));
-        s1 = _mm256_add_epi16(
-            s1, _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i*)(wq + 32)), x));
+        __m256i w0, w1;
+        load_quad<kNibbles>(wq, i, w0, w1);
+        s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(w0, x));
+        s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(w1, x));
       }
       dot0 = _mm256_add_epi32(dot0, _mm256_madd_epi16(s0, ones16));
       dot1 = _mm256_add_epi32(dot1, _mm256_madd_epi16(s1, ones16));
@@ -341,6 +360,7 @@ void mad_int8_tile_avx2(const int8_t* x8, const float* xs, const int32_t* /*xsum
   for (int g = 0; g < groups; ++g) {
     __m256i dot0 = _mm256_setzero_si256(), dot1 = _mm256_setzero_si256();
     for (int q = 0; q < quads; ++q, wq += 64) {
+      _mm_prefetch((const char*)(wq + kNibblePrefetchBytes), _MM_HINT_T0);
       const __m256i x = bcast_x4(x8 + (g * quads + q) * 4);
       const __m256i w0 = _mm256_loadu_si256((const __m256i*)wq);
       const __m256i w1 = _mm256_loadu_si256((const __m256i*)(wq + 32));
@@ -363,7 +383,8 @@ void mad_int8_tile_avx2(const int8_t* x8, const float* xs, const int32_t* /*xsum
 
 const IsaKernels kAvx2Kernels = {
     "avx2", avx2::ternary_tables_avx2, avx2::int4_tables_avx2, avx2::lut_ternary_tile_avx2,
-    avx2::lut_int4_tile_avx2, avx2::mad_ternary_tile_avx2, avx2::mad_int4_tile_avx2,
+    avx2::lut_int4_tile_avx2, avx2::mad_ternary_tile_avx2, avx2::mad_int4_avx2<false>,
+    avx2::mad_int4_avx2<true>,
     avx2::mad_int8_tile_avx2, avx2::fp16_to_fp32_avx2, avx2::fp32_to_fp16_avx2,
     avx2::dot_f32_avx2, 512, 8,
 };

@@ -39,18 +39,40 @@ void mad_ternary_tile_avx512(const int8_t* x8, int32_t x_sum, const int8_t* wq, 
   _mm512_storeu_si512(acc, _mm512_add_epi32(_mm512_loadu_si512(acc), r));
 }
 
-void mad_int4_tile_avx512(const int8_t* x8, const float* xs, const int32_t* xsum8, const uint8_t* wq,
-                          const uint16_t* d, const uint16_t* m, int groups, int group_size,
-                          float y[16]) {
+// Weights of four consecutive quads, from the quad layout (four 64-byte loads) or from
+// the nibble layout (two octets: the low nibbles are the first quad, the high the next).
+template <bool kNibbles>
+inline void load_quads4(const uint8_t*& w, __m512i q[4]) {
+  if constexpr (kNibbles) {
+    const __m512i nib = _mm512_set1_epi8(0x0f);
+    _mm_prefetch((const char*)(w + kNibblePrefetchBytes), _MM_HINT_T0);
+    _mm_prefetch((const char*)(w + kNibblePrefetchBytes + 64), _MM_HINT_T0);
+    for (int o = 0; o < 2; ++o) {
+      const __m512i v = _mm512_loadu_si512(w + 64 * o);
+      q[2 * o] = _mm512_and_si512(v, nib);
+      q[2 * o + 1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), nib);
+    }
+    w += 128;
+  } else {
+    for (int i = 0; i < 4; ++i) q[i] = _mm512_loadu_si512(w + 64 * i);
+    w += 256;
+  }
+}
+
+template <bool kNibbles>
+void mad_int4_avx512(const int8_t* x8, const float* xs, const int32_t* xsum8, const uint8_t* wq,
+                     const uint16_t* d, const uint16_t* m, int groups, int group_size, float y[16]) {
   __m512 yv = _mm512_loadu_ps(y);
   const int quads = group_size / 4;  // 8, 16 or 32
   for (int g = 0; g < groups; ++g) {
     __m512i a[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
                     _mm512_setzero_si512()};
     const int8_t* xg = x8 + g * group_size;
-    for (int q = 0; q < quads; q += 4, wq += 256)
-      for (int i = 0; i < 4; ++i)
-        a[i] = _mm512_dpbusd_epi32(a[i], _mm512_loadu_si512(wq + 64 * i), bcast_x4(xg + 4 * (q + i)));
+    for (int q = 0; q < quads; q += 4) {
+      __m512i w[4];
+      load_quads4<kNibbles>(wq, w);
+      for (int i = 0; i < 4; ++i) a[i] = _mm512_dpbusd_epi32(a[i], w[i], bcast_x4(xg + 4 * (q + i)));
+    }
     const __m512i dot =
         _mm512_add_epi32(_mm512_add_epi32(a[0], a[1]), _mm512_add_epi32(a[2], a[3]));
     const __m512 dg = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(d + g * 16)));
@@ -80,10 +102,13 @@ void mad_int8_tile_avx512(const int8_t* x8, const float* xs, const int32_t* xsum
     __m512i a[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
                     _mm512_setzero_si512()};
     const int8_t* xg = x8 + g * group_size;
-    for (int q = 0; q < quads; q += 4, wq += 256)
+    for (int q = 0; q < quads; q += 4, wq += 256) {
+      for (int i = 0; i < 4; ++i)
+        _mm_prefetch((const char*)(wq + kNibblePrefetchBytes + 64 * i), _MM_HINT_T0);
       for (int i = 0; i < 4; ++i)
         a[i] = _mm512_dpbusd_epi32(a[i], _mm512_xor_si512(_mm512_loadu_si512(wq + 64 * i), bias),
                                    bcast_x4(xg + 4 * (q + i)));
+    }
     const __m512i t = _mm512_sub_epi32(
         _mm512_add_epi32(_mm512_add_epi32(a[0], a[1]), _mm512_add_epi32(a[2], a[3])),
         _mm512_set1_epi32(xsum8[g] * 128));
@@ -97,7 +122,8 @@ void mad_int8_tile_avx512(const int8_t* x8, const float* xs, const int32_t* xsum
 
 const IsaKernels kAvx512Kernels = {
     "avx512", avx2::ternary_tables_avx2, avx2::int4_tables_avx2, avx2::lut_ternary_tile_avx2,
-    avx2::lut_int4_tile_avx2, avx512::mad_ternary_tile_avx512, avx512::mad_int4_tile_avx512,
+    avx2::lut_int4_tile_avx2, avx512::mad_ternary_tile_avx512, avx512::mad_int4_avx512<false>,
+    avx512::mad_int4_avx512<true>,
     avx512::mad_int8_tile_avx512, avx2::fp16_to_fp32_avx2, avx2::fp32_to_fp16_avx2,
     avx2::dot_f32_avx2, 64, 8,
 };

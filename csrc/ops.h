@@ -27,12 +27,18 @@ struct TernaryWeights {
   int64_t N, K, Kp;
 };
 
+// Bit planes feed the LUT kernels; nibbles (quant_types.h) decode for the MAD kernels
+// with a mask and a shift, which makes MAD the faster method at every batch size on
+// CPUs with int8 dot products (bench/RESULTS.md).
+enum class Int4Layout { kPlanes, kNibbles };
+
 struct Int4Weights {
   const uint8_t* codes;
   const uint16_t* d;  // [NT][G][16] fp16
   const uint16_t* m;  // same shape, or nullptr for symmetric
   int64_t N, K, Kp;
   int group_size;
+  Int4Layout layout;
 };
 
 // INT8 (GGUF Q8_0 with group 32): w = d * q, q in -128..127. The codes are already in

@@ -30,6 +30,11 @@
 //   Per-group scales d and minimums m (IEEE fp16) laid out [tile][group][16 rows];
 //   w = d*q + m = d*(q - 8) + (m + 8d). Symmetric formats (GGUF Q4_0) store no
 //   minimum: m = -8d, so w = d*(q - 8).
+//
+// INT4 nibble layout (for the MAD kernels): the same array shape, read as 64-byte
+// "octets" of 8 consecutive k for all 16 rows: byte 4r + i of octet o holds
+// q[r][8o + i] in its low nibble and q[r][8o + 4 + i] in its high nibble, so masking
+// (and shifting) one octet gives the MAD kernels' quad layout for two quads directly.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -44,6 +49,7 @@ constexpr int kTernaryStepK = 8;
 constexpr int kTernaryTableBytes = 64;
 constexpr int kInt4StepK = 4;
 constexpr int kInt4TableBytes = 32;
+constexpr int kInt4OctetBytes = 64;  // nibble layout: 8 k x 16 rows
 
 static_assert(kTileRows * kTernaryStepK * 2 == kStepBytes * 8, "ternary step = 2 bits/weight");
 static_assert(kTileRows * kInt4StepK * 4 == kStepBytes * 8, "int4 step = 4 bits/weight");

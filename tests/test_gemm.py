@@ -369,3 +369,41 @@ def test_int8_non_finite_zero_and_extreme_activations(rng, act_bits):
         assert (np.abs(ys - xs.astype(np.float64) @ wd.T) <= 0.02 * mag).all()
     assert w.matmul(np.zeros((0, k), np.float32)).shape == (0, n)
     np.testing.assert_array_equal(w.matmul(x[0]), w.matmul(x[:1])[0])
+
+
+# -- INT4 nibble layout --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("group_size", [32, 64, 128])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_int4_nibbles_equal_planes_mad_bit_for_bit(rng, isa, group_size, symmetric):
+    """The nibble layout is another encoding of the same codes: MAD over it (fused in
+    registers for few rows, through a decode buffer for many) must give exactly what
+    MAD over the bit planes gives, whose error bound the tests above check."""
+    _C.set_isa(isa)
+    for n, k in [(1, 1), (17, 33), (50, 300), (33, 257)]:
+        w = rng.standard_normal((n, k)).astype(np.float32)
+        planes = quantize_int4(w, group_size, symmetric)
+        nibbles = quantize_int4(w, group_size, symmetric, layout="nibbles")
+        assert nibbles.layout == "nibbles" and nibbles.codes.shape == planes.codes.shape
+        np.testing.assert_array_equal(nibbles.dequantize(), planes.dequantize())
+        for m in (1, 2, 3, 5, 17):
+            x = rng.standard_normal((m, k)).astype(np.float32)
+            x[m // 2, 0] = np.nan if m > 2 else x[m // 2, 0]
+            for act_bits in (8, 16):
+                ref = planes.matmul(x, method="mad", act_bits=act_bits)
+                got = nibbles.matmul(x, act_bits=act_bits)  # auto: always MAD
+                np.testing.assert_array_equal(got, ref, err_msg=f"{n}x{k} M={m} a{act_bits}")
+
+
+def test_int4_nibbles_refuse_lut_and_bad_layouts(rng):
+    w = quantize_int4(rng.standard_normal((20, 64)).astype(np.float32), layout="nibbles")
+    with pytest.raises(ValueError, match="needs INT4 weights in the 'planes' layout"):
+        w.matmul(np.ones((1, 64), np.float32), method="lut")
+    with pytest.raises(ValueError, match="layout must be one of"):
+        quantize_int4(np.ones((2, 32), np.float32), layout="bits")
+    with pytest.raises(ValueError, match="layout must be 'planes' or 'nibbles'"):
+        _C.gemm_int4(np.ones((1, 64), np.float32), w.codes, w.d, None, 20, 64, 32, "mad", 8, "x")
+    with pytest.raises(ValueError, match="codes 0..15"):
+        Int4Weight.pack(np.full((2, 32), 16, np.uint8), np.ones((2, 1)), None, 32, "nibbles")

@@ -294,7 +294,19 @@ void test_mad_ternary(Rng& rng, Stats& st) {
   }
 }
 
-void test_mad_int4(Rng& rng, Stats& st) {
+// The nibble layout of quad-layout INT4 codes (quant_types.h): octet o holds quad 2o in
+// its low nibbles and quad 2o + 1 in its high nibbles.
+std::vector<uint8_t> to_nibbles(const std::vector<uint8_t>& wq, int k_len) {
+  std::vector<uint8_t> out((size_t)8 * k_len);
+  for (int o = 0; o < k_len / 8; ++o)
+    for (int j = 0; j < 64; ++j)
+      out[(size_t)o * 64 + j] = (uint8_t)(wq[(size_t)(2 * o) * 64 + j] | wq[(size_t)(2 * o + 1) * 64 + j] << 4);
+  return out;
+}
+
+// st: NEON mad_int4_tile; nib: NEON mad_int4_nibble_tile on the same codes in the nibble
+// layout, both against the scalar mad_int4_tile.
+void test_mad_int4(Rng& rng, Stats& st, Stats& nib) {
   for (int i = 0; i < 1000; ++i) {
     const int group_size = 32 << (i < 12 ? i % 3 : rand_int(rng, 0, 2));
     const int groups = i < 12 ? (i < 6 ? 1 : 64) : rand_int(rng, 1, i % 10 == 0 ? 64 : 12);
@@ -331,12 +343,21 @@ void test_mad_int4(Rng& rng, Stats& st) {
                                  group_size, ref.p());
     kNeonKernels.mad_int4_tile(xt.data(), xs.data(), xsum8.data(), wq.data(), d.data(), mp, groups,
                                group_size, got.p());
-    compare(st,
-            "groups=" + std::to_string(groups) + " group_size=" + std::to_string(group_size) +
-                " m=" + (with_m ? "yes" : "null") + " x=" + x_mode_name(x_mode) +
-                " w_mode=" + std::to_string(w_mode),
-            ref, got);
+    const std::string what =
+        "groups=" + std::to_string(groups) + " group_size=" + std::to_string(group_size) +
+        " m=" + (with_m ? "yes" : "null") + " x=" + x_mode_name(x_mode) +
+        " w_mode=" + std::to_string(w_mode);
+    compare(st, what, ref, got);
     ++st.cases;
+    Guarded<float> got_nib;
+    init_pair(ref, got_nib, rng, true);
+    kScalarKernels.mad_int4_tile(xt.data(), xs.data(), xsum8.data(), wq.data(), d.data(), mp,
+                                 groups, group_size, ref.p());
+    const auto codes = to_nibbles(wq, k_len);
+    kNeonKernels.mad_int4_nibble_tile(xt.data(), xs.data(), xsum8.data(), codes.data(), d.data(),
+                                      mp, groups, group_size, got_nib.p());
+    compare(nib, what, ref, got_nib);
+    ++nib.cases;
   }
 }
 
@@ -539,13 +560,13 @@ int main() {
   std::printf("comparing %s against %s\n", kNeonKernels.name, kScalarKernels.name);
   Stats all[] = {{"ternary_tables"},   {"int4_tables"},      {"lut_ternary_tile"},
                  {"lut_int4_tile"},    {"mad_ternary_tile"}, {"mad_int4_tile"},
-                 {"mad_int8_tile"}};
+                 {"mad_int8_tile"},    {"mad_int4_nibble_tile"}};
   test_ternary_tables(rng, all[0]);
   test_int4_tables(rng, all[1]);
   test_lut_ternary(rng, all[2]);
   test_lut_int4(rng, all[3]);
   test_mad_ternary(rng, all[4]);
-  test_mad_int4(rng, all[5]);
+  test_mad_int4(rng, all[5], all[7]);
   test_mad_int8(rng, all[6]);
   for (const Stats& st : all) {
     std::printf("%-17s %5d cases, %d failed\n", st.name, st.cases, st.failed);

@@ -7,6 +7,7 @@ GGUF Q4_0's (q - 8) * d exactly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,33 +27,60 @@ from lutlm.quant._common import (
 _GGUF_BLOCK_BYTES = {"Q4_0": 18, "Q4_1": 20}
 
 
+# "planes": bit planes for the LUT kernels (and MAD, through a table decode).
+# "nibbles": decoded for the MAD kernels by a mask and a shift; no LUT form.
+LAYOUTS = ("planes", "nibbles")
+
+
+def _pack_nibbles(q: np.ndarray, group_size: int) -> np.ndarray:
+    """Codes q [N, K] in the nibble layout (csrc/quant_types.h), [ceil(N/16), Kp/4, 32]."""
+    N, K = q.shape
+    if q.size and int(q.max()) > 15:
+        raise ValueError(f"q must hold INT4 codes 0..15, got {int(q.max())}")
+    NT, Kp = -(-N // 16), num_groups(K, group_size) * group_size
+    p = np.zeros((NT * 16, Kp), np.uint8)
+    p[:N, :K] = q
+    p = p.reshape(NT, 16, Kp // 8, 2, 4)  # [tile, row, octet, half, i]
+    octets = (p[:, :, :, 0, :] | (p[:, :, :, 1, :] << 4)).transpose(0, 2, 1, 3)
+    return np.ascontiguousarray(octets).reshape(NT, Kp // 4, 32)
+
+
 @dataclass(frozen=True)
 class Int4Weight:
-    """An INT4 matrix in the LUT kernel layout (bit planes, fp16 group scales)."""
+    """An INT4 matrix in a kernel layout: "nibbles" (MAD) or "planes" (LUT)."""
 
     codes: np.ndarray  # uint8 [ceil(N/16), Kp/4, 32], see csrc/quant_types.h
     d: np.ndarray  # uint16 (fp16 bits) [ceil(N/16), G, 16]
     m: np.ndarray | None  # same as d, or None when symmetric
     shape: tuple[int, int]
     group_size: int
+    layout: str = "planes"
 
     @classmethod
     def pack(
-        cls, q: np.ndarray, d: np.ndarray, m: np.ndarray | None, group_size: int
+        cls,
+        q: np.ndarray,
+        d: np.ndarray,
+        m: np.ndarray | None,
+        group_size: int,
+        layout: str = "planes",
     ) -> Int4Weight:
         """Pack codes q uint8 [N, K] and fp16 scales d, minimums m [N, G]."""
         check_group_size(group_size)
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
         q = np.ascontiguousarray(q, dtype=np.uint8)
         if q.ndim != 2:
             raise ValueError(f"q must be 2-D [N, K], got shape {q.shape}")
         N, K = q.shape
-        codes = _C.pack_int4(q, group_size)
+        codes = _C.pack_int4(q, group_size) if layout == "planes" else _pack_nibbles(q, group_size)
         return cls(
             codes,
             pack_group_scales(d, N, K, group_size, "d"),
             None if m is None else pack_group_scales(m, N, K, group_size, "m"),
             (int(N), int(K)),
             group_size,
+            layout,
         )
 
     @property
@@ -64,7 +92,7 @@ class Int4Weight:
 
     def dequantize(self) -> np.ndarray:
         N, K = self.shape
-        q = _C.unpack_int4(self.codes, N, K, self.group_size).astype(np.float32)
+        q = _C.unpack_int4(self.codes, N, K, self.group_size, self.layout).astype(np.float32)
         d = np.repeat(self._unpack_scales(self.d), self.group_size, axis=1)[:, :K]
         m = (
             -8.0 * d
@@ -73,30 +101,31 @@ class Int4Weight:
         )
         return (d * q + m).astype(np.float32)
 
+    def kernel(self, act_bits: int = 8, method: str = "auto") -> Callable[[np.ndarray], np.ndarray]:
+        """x [M, K] float32 (C-contiguous; the binding checks) -> y [M, N], with every
+        other argument bound once: the per-call path of model layers."""
+        args = (self.codes, self.d, self.m, *self.shape, self.group_size)
+        tail = (check_method(method), act_bits, self.layout)
+        gemm = _C.gemm_int4
+        return lambda x: gemm(x, *args, *tail)
+
     def matmul(self, x: np.ndarray, method: str = "auto", act_bits: int = 8) -> np.ndarray:
         """y = x @ W.T for x [M, K] (or [K]).
 
         Args:
             x: activations [M, K] or [K].
-            method: 'auto', 'lut' or 'mad'.
+            method: 'auto', 'lut' (planes layout only) or 'mad'.
             act_bits: 8, or 16 for two int8 passes (MAD only): activation error about
                 1/254 of int8's, at about twice the MAD cost.
         """
         xm, vector = activations(x, self.shape[1])
-        y = _C.gemm_int4(
-            xm,
-            self.codes,
-            self.d,
-            self.m,
-            *self.shape,
-            self.group_size,
-            check_method(method),
-            act_bits,
-        )
+        y = self.kernel(act_bits, method)(xm)
         return y[0] if vector else y
 
 
-def quantize_int4(w: np.ndarray, group_size: int = 32, symmetric: bool = True) -> Int4Weight:
+def quantize_int4(
+    w: np.ndarray, group_size: int = 32, symmetric: bool = True, layout: str = "planes"
+) -> Int4Weight:
     """Group-wise INT4 quantization with fp16 scales.
 
     Symmetric (GGUF Q4_0 style): d = v / -8 where v is the group's value of largest
@@ -129,7 +158,7 @@ def quantize_int4(w: np.ndarray, group_size: int = 32, symmetric: bool = True) -
         inv = np.divide(1.0, d32, out=np.zeros_like(d32), where=d32 != 0)
         q = np.clip(np.rint((g - m32[..., None]) * inv[..., None]), 0, 15)
     q = q.reshape(N, -1)[:, :K].astype(np.uint8)
-    return Int4Weight.pack(q, d, m, group_size)
+    return Int4Weight.pack(q, d, m, group_size, layout)
 
 
 def gguf_q4_arrays(
@@ -158,7 +187,9 @@ def gguf_q4_arrays(
     return q, d, m
 
 
-def int4_from_gguf_blocks(blocks: np.ndarray, shape: tuple[int, int], ggml_type: str) -> Int4Weight:
+def int4_from_gguf_blocks(
+    blocks: np.ndarray, shape: tuple[int, int], ggml_type: str, layout: str = "planes"
+) -> Int4Weight:
     """Import GGUF Q4_0 or Q4_1 blocks without loss.
 
     Args:
@@ -170,4 +201,4 @@ def int4_from_gguf_blocks(blocks: np.ndarray, shape: tuple[int, int], ggml_type:
         An Int4Weight whose dequantized values equal GGUF's bit for bit.
     """
     q, d, m = gguf_q4_arrays(blocks, shape, ggml_type)
-    return Int4Weight.pack(q, d, m, 32)
+    return Int4Weight.pack(q, d, m, 32, layout)

@@ -7,6 +7,7 @@ holds d, then 32 int8 values.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,6 +73,13 @@ class Int8Weight:
         d = np.repeat(unpack_group_scales(self.d, self.shape[0]), self.group_size, axis=1)
         return self.values().astype(np.float32) * d[:, :K]
 
+    def kernel(self, act_bits: int = 8) -> Callable[[np.ndarray], np.ndarray]:
+        """x [M, K] float32 (C-contiguous; the binding checks) -> y [M, N], with every
+        other argument bound once: the per-call path of model layers."""
+        args = (self.codes, self.d, *self.shape, self.group_size, act_bits)
+        gemm = _C.gemm_int8
+        return lambda x: gemm(x, *args)
+
     def matmul(self, x: np.ndarray, act_bits: int = 8) -> np.ndarray:
         """y = x @ W.T for x [M, K] (or [K]), with the int8 dot-product kernels.
 
@@ -81,7 +89,7 @@ class Int8Weight:
                 error about 1/254 of int8's.
         """
         xm, vector = activations(x, self.shape[1])
-        y = _C.gemm_int8(xm, self.codes, self.d, *self.shape, self.group_size, act_bits)
+        y = self.kernel(act_bits)(xm)
         return y[0] if vector else y
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,10 +59,17 @@ class TernaryWeight:
     def dequantize(self) -> np.ndarray:
         return self.values().astype(np.float32) * self.scales[:, None]
 
+    def kernel(self, method: str = "auto") -> Callable[[np.ndarray], np.ndarray]:
+        """x [M, K] float32 (C-contiguous; the binding checks) -> y [M, N], with every
+        other argument bound once: the per-call path of model layers."""
+        args = (self.codes, self.scales, *self.shape, check_method(method))
+        gemm = _C.gemm_ternary
+        return lambda x: gemm(x, *args)
+
     def matmul(self, x: np.ndarray, method: str = "auto") -> np.ndarray:
         """y = x @ W.T for x [M, K] (or [K]); method 'auto', 'lut' or 'mad'."""
         xm, vector = activations(x, self.shape[1])
-        y = _C.gemm_ternary(xm, self.codes, self.scales, *self.shape, check_method(method))
+        y = self.kernel(method)(xm)
         return y[0] if vector else y
 
 
