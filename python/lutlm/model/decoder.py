@@ -56,27 +56,26 @@ class Decoder:
         self.rope = Rope(config)
         c = config
         self.q_size = c.num_heads * c.head_dim
-        self.kv_size = c.num_kv_heads * c.head_dim
         self.scale = c.head_dim**-0.5
 
     def forward(self, batch: ForwardBatch, cache: KVCache) -> np.ndarray:
         """Logits [len(batch.logits_indices), vocab] (float32)."""
         c = self.config
         T, eps = len(batch.token_ids), c.rms_norm_eps
-        qs, kvs = self.q_size, self.kv_size
+        qs = self.q_size
         h = self.embed(batch.token_ids)  # the residual stream, updated in place
         x = _C.rms_norm(h, self.layers[0].attn_norm, eps)
         for i, layer in enumerate(self.layers):
-            qkv = layer.qkv(x)
-            q = self.rope(
-                np.ascontiguousarray(qkv[:, :qs]).reshape(T, c.num_heads, -1), batch.positions
-            )
-            k = self.rope(
-                np.ascontiguousarray(qkv[:, qs : qs + kvs]).reshape(T, c.num_kv_heads, -1),
+            q = _C.qkv_rope_cache(
+                layer.qkv(x),
                 batch.positions,
+                self.rope.inv_freq,
+                self.rope.interleaved,
+                batch.slot_mapping,
+                cache.k[i],
+                cache.v[i],
+                c.num_heads,
             )
-            v = np.ascontiguousarray(qkv[:, qs + kvs :]).reshape(T, c.num_kv_heads, -1)
-            _C.write_kv_cache(k, v, batch.slot_mapping, cache.k[i], cache.v[i])
             attn = _C.paged_attention(
                 q,
                 cache.k[i],

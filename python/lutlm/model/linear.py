@@ -23,6 +23,9 @@ from lutlm.quant.int4 import gguf_q4_arrays
 from lutlm.quant.int8 import gguf_q8_arrays
 
 WEIGHT_FORMATS = ("int4", "int8", "ternary", "f32")
+# Model INT4 layers use the nibble layout: MAD over it beats the LUT kernels over bit
+# planes at every batch size measured (bench/RESULTS.md, "INT4 layouts").
+INT4_LAYOUT = "nibbles"
 
 PackedWeight = Int4Weight | Int8Weight | TernaryWeight | np.ndarray
 
@@ -40,15 +43,17 @@ class Linear:
         self.bias = None if bias is None else np.asarray(bias, np.float32)
         self.out_features, self.in_features = weight.shape
         self.act_bits = act_bits  # INT4/INT8 only: 16 = two int8 passes (see Int4Weight.matmul)
+        if isinstance(weight, np.ndarray):
+            # lutlm's pool, not numpy's BLAS threads, which would compete with it.
+            self._gemm = lambda x: _C.gemm_f32(x, weight)
+        elif isinstance(weight, (Int4Weight, Int8Weight)):
+            self._gemm = weight.kernel(act_bits)
+        else:
+            self._gemm = weight.kernel()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        if isinstance(self.weight, np.ndarray):
-            # lutlm's pool, not numpy's BLAS threads, which would compete with it.
-            y = _C.gemm_f32(x, self.weight)
-        elif isinstance(self.weight, (Int4Weight, Int8Weight)):
-            y = self.weight.matmul(x, act_bits=self.act_bits)
-        else:
-            y = self.weight.matmul(x)
+        """x: float32 [T, K], C-contiguous (as every layer op returns it)."""
+        y = self._gemm(x)
         return y if self.bias is None else y + self.bias
 
     @property
@@ -59,7 +64,7 @@ class Linear:
 def quantize_dense(w: np.ndarray, fmt: str) -> PackedWeight:
     """Pack a float matrix in the chosen format."""
     if fmt == "int4":
-        return quantize_int4(w, 32, symmetric=True)
+        return quantize_int4(w, 32, symmetric=True, layout=INT4_LAYOUT)
     if fmt == "int8":
         return quantize_int8(w, 32)
     if fmt == "ternary":
@@ -89,7 +94,7 @@ def fuse_gguf_linear(
             ms.append(-8.0 * d.astype(np.float32) if m is None else m)
         any_min = any(kind == "Q4_1" for kind, _, _ in parts)
         m_all = np.concatenate(ms).astype(np.float16) if any_min else None
-        return Int4Weight.pack(np.concatenate(qs), np.concatenate(ds), m_all, 32)
+        return Int4Weight.pack(np.concatenate(qs), np.concatenate(ds), m_all, 32, INT4_LAYOUT)
     if all(kind == "Q8_0" for kind, _, _ in parts):
         arrays = [gguf_q8_arrays(data, shape) for _, shape, data in parts]
         return Int8Weight.pack(

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 
-from lutlm import _C
 from lutlm.model.config import ModelConfig
 
 
@@ -32,12 +31,9 @@ def inverse_frequencies(config: ModelConfig) -> np.ndarray:
 
 
 class Rope:
-    """Applies RoPE in place to [T, heads, head_dim] float32 arrays (C++, lutlm._C.rope)."""
+    """RoPE settings of a model; the rotation itself runs in C++ (lutlm._C.rope, and
+    fused with the q/k/v split and the cache write in lutlm._C.qkv_rope_cache)."""
 
     def __init__(self, config: ModelConfig) -> None:
         self.interleaved = config.rope_interleaved
         self.inv_freq = inverse_frequencies(config).astype(np.float32)
-
-    def __call__(self, x: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        _C.rope(x, positions, self.inv_freq, self.interleaved)
-        return x
