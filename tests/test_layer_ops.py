@@ -56,3 +56,31 @@ def test_gated_activation(rng, relu2):
     np.testing.assert_allclose(_C.gated_act(gu, relu2), want, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match=r"\[T, 2F\]"):
         _C.gated_act(np.zeros((2, 5), np.float32))
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_qkv_rope_cache_is_split_rope_and_cache_write(rng, interleaved):
+    """The fused op equals its parts: the split, _C.rope (tested above against numpy)
+    on q and k, and _C.write_kv_cache; a negative slot skips its token."""
+    T, H, KV, d, nb, bs = 6, 8, 2, 16, 5, 4
+    qkv = rng.standard_normal((T, (H + 2 * KV) * d)).astype(np.float32)
+    pos = np.array([0, 3, 4, 9, 17, 2], np.int64)
+    inv = (1.0 / 10000 ** (np.arange(0, d, 2) / d)).astype(np.float32)
+    slots = np.array([0, 7, -1, 12, 19, 5], np.int32)
+    kc, vc = np.zeros((nb, bs, KV, d), np.float16), np.zeros((nb, bs, KV, d), np.float16)
+    q = _C.qkv_rope_cache(qkv, pos, inv, interleaved, slots, kc, vc, H)
+    want_q = np.ascontiguousarray(qkv[:, : H * d]).reshape(T, H, d)
+    k = np.ascontiguousarray(qkv[:, H * d : (H + KV) * d]).reshape(T, KV, d)
+    v = np.ascontiguousarray(qkv[:, (H + KV) * d :]).reshape(T, KV, d)
+    _C.rope(want_q, pos, inv, interleaved)
+    _C.rope(k, pos, inv, interleaved)
+    kw, vw = np.zeros_like(kc), np.zeros_like(vc)
+    _C.write_kv_cache(k, v, slots, kw, vw)
+    np.testing.assert_array_equal(q, want_q)
+    np.testing.assert_array_equal(kc, kw)
+    np.testing.assert_array_equal(vc, vw)
+    assert not kc.reshape(-1, KV, d)[[1, 2, 3]].any()  # untouched slots
+    with pytest.raises(ValueError, match="multiple of the cache's 2 kv heads"):
+        _C.qkv_rope_cache(qkv, pos, inv, interleaved, slots, kc, vc, 3)
+    with pytest.raises(ValueError, match="outside the cache of 20 slots"):
+        _C.qkv_rope_cache(qkv, pos, inv, interleaved, slots + 20, kc, vc, H)
