@@ -17,9 +17,9 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def model16():
-    # With act_bits=16 a row's numbers do not depend on the other rows of its batch
-    # (only on whether the batch is small enough for the LUT kernels), and both kernel
-    # paths are within ~4e-5 of exact, so greedy tokens survive batching and preemption.
+    # A row's numbers do not depend on the other rows of its batch (the model's INT4 and
+    # INT8 layers run the MAD kernels at every batch size), and act_bits=16 is within
+    # ~4e-5 of exact, so greedy tokens survive batching, chunking and preemption.
     return load_model(smollm2_path(), act_bits=16)
 
 
@@ -114,3 +114,22 @@ def test_context_limit_abort_and_stops(model16):
     assert stopped[0] == first[0][:3]
     none, _ = run(engine, PROMPTS[:1], SamplingParams(max_tokens=0))
     assert none[0] == [] and engine.blocks.num_free_blocks == 64
+
+
+def test_prefix_cache_hits_and_chunked_prefill_give_the_cold_tokens(model16):
+    """Every INT4/INT8 layer runs the MAD kernels at any batch size and a row's numbers
+    never depend on the other rows, so cached prefixes and chunking change nothing."""
+    params = SamplingParams(max_tokens=24, temperature=0, ignore_eos=True)
+    prompt = (PROMPTS[0] + PROMPTS[1] + PROMPTS[2]) * 3  # 69 tokens
+    cold, _ = run(LLMEngine(model16, [2], num_blocks=64), [prompt], params)
+    engine = LLMEngine(model16, [2], num_blocks=64)
+    run(engine, [prompt[:50] + [9, 9, 9]], params)  # caches 3 full blocks of the prefix
+    rid = engine.add_request(prompt, params)
+    while engine.has_unfinished():
+        engine.step()
+    hit = engine.requests.pop(rid)
+    assert hit.num_cached_tokens == 48 and hit.output_ids == cold[0]
+    chunked, _ = run(
+        LLMEngine(model16, [2], num_blocks=64, max_num_batched_tokens=7), [prompt], params
+    )
+    assert chunked == cold
