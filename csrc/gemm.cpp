@@ -372,9 +372,10 @@ void gemm_int4(const float* x, int64_t M, const Int4Weights& w, Method method, i
           unpack_nibble_octets(ta.codes, klen / 8, w8);
         else
           decode_int4_tile(ta.codes, klen / kInt4StepK, w8);
-        for (int64_t r = 0; r < a.rows; ++r)
-          kern.mad_int4_tile(a.x8_at(r, kb), a.scale_at(r, kb / gs), a.xsum8_at(r, kb / gs), w8,
-                             ta.d, ta.m, ta.groups, (int)gs, acc + r * kTileRows);
+        for (int64_t r = 0; r < a.rows; r += kMadRows)
+          kern.mad_int4_tile_rows((int)std::min<int64_t>(kMadRows, a.rows - r), a.x8_at(r, kb),
+                                  a.Kp, a.scale_at(r, kb / gs), a.xsum8_at(r, kb / gs), a.G, w8,
+                                  ta.d, ta.m, ta.groups, (int)gs, acc + r * kTileRows);
       },
       y);
 }

@@ -43,6 +43,13 @@ struct IsaKernels {
   void (*mad_int4_tile)(const int8_t* x8, const float* xs, const int32_t* xsum8, const uint8_t* wq,
                         const uint16_t* d, const uint16_t* m, int groups, int group_size,
                         float y[16]);
+  // mad_int4_tile for `rows` (1..kMadRows) rows of activations at once, row r at x8 +
+  // r * x_stride, xs / xsum8 + r * g_stride, y + 16 r: each weight load serves every
+  // row. Bit-identical to mad_int4_tile row by row.
+  void (*mad_int4_tile_rows)(int rows, const int8_t* x8, int64_t x_stride, const float* xs,
+                             const int32_t* xsum8, int64_t g_stride, const uint8_t* wq,
+                             const uint16_t* d, const uint16_t* m, int groups, int group_size,
+                             float* y);
   // The same from the nibble layout (quant_types.h), decoded in registers: bit-identical
   // to mad_int4_tile on the decoded codes. Pays off for few rows of x.
   void (*mad_int4_nibble_tile)(const int8_t* x8, const float* xs, const int32_t* xsum8,
@@ -131,6 +138,20 @@ inline void unpack_nibble_octets(const uint8_t* codes, int octets, uint8_t* wq) 
       wq[j] = codes[j] & 0x0f;
       wq[64 + j] = codes[j] >> 4;
     }
+}
+
+constexpr int kMadRows = 4;
+
+// mad_int4_tile_rows for ISAs without their own: one row at a time.
+template <void (*QuadKernel)(const int8_t*, const float*, const int32_t*, const uint8_t*,
+                             const uint16_t*, const uint16_t*, int, int, float*)>
+void mad_int4_rows_one_by_one(int rows, const int8_t* x8, int64_t x_stride, const float* xs,
+                              const int32_t* xsum8, int64_t g_stride, const uint8_t* wq,
+                              const uint16_t* d, const uint16_t* m, int groups, int group_size,
+                              float* y) {
+  for (int r = 0; r < rows; ++r)
+    QuadKernel(x8 + r * x_stride, xs + r * g_stride, xsum8 + r * g_stride, wq, d, m, groups,
+               group_size, y + 16 * r);
 }
 
 // mad_int4_nibble_tile for ISAs without their own: each group decoded, then the quad

@@ -384,7 +384,7 @@ void mad_int8_tile_avx2(const int8_t* x8, const float* xs, const int32_t* /*xsum
 const IsaKernels kAvx2Kernels = {
     "avx2", avx2::ternary_tables_avx2, avx2::int4_tables_avx2, avx2::lut_ternary_tile_avx2,
     avx2::lut_int4_tile_avx2, avx2::mad_ternary_tile_avx2, avx2::mad_int4_avx2<false>,
-    avx2::mad_int4_avx2<true>,
+    mad_int4_rows_one_by_one<avx2::mad_int4_avx2<false>>, avx2::mad_int4_avx2<true>,
     avx2::mad_int8_tile_avx2, avx2::fp16_to_fp32_avx2, avx2::fp32_to_fp16_avx2,
     avx2::dot_f32_avx2, 512, 8,
 };

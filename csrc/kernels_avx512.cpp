@@ -90,6 +90,58 @@ void mad_int4_avx512(const int8_t* x8, const float* xs, const int32_t* xsum8, co
   _mm512_storeu_ps(y, yv);
 }
 
+// R rows share each weight load; per row the integer dot and the fp32 epilogue are
+// mad_int4_avx512's, in the same order.
+template <int R>
+void mad_int4_rows_avx512(const int8_t* x8, int64_t x_stride, const float* xs,
+                          const int32_t* xsum8, int64_t g_stride, const uint8_t* wq,
+                          const uint16_t* d, const uint16_t* m, int groups, int group_size,
+                          float* y) {
+  __m512 yv[R];
+  for (int r = 0; r < R; ++r) yv[r] = _mm512_loadu_ps(y + 16 * r);
+  const int quads = group_size / 4;
+  for (int g = 0; g < groups; ++g) {
+    __m512i a[R][2];
+    for (int r = 0; r < R; ++r) a[r][0] = a[r][1] = _mm512_setzero_si512();
+    for (int q = 0; q < quads; q += 2, wq += 128) {
+      const __m512i w0 = _mm512_loadu_si512(wq), w1 = _mm512_loadu_si512(wq + 64);
+      for (int r = 0; r < R; ++r) {
+        const int8_t* xr = x8 + r * x_stride + g * group_size + 4 * q;
+        a[r][0] = _mm512_dpbusd_epi32(a[r][0], w0, bcast_x4(xr));
+        a[r][1] = _mm512_dpbusd_epi32(a[r][1], w1, bcast_x4(xr + 4));
+      }
+    }
+    const __m512 dg = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(d + g * 16)));
+    const __m512 mg =
+        m ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(m + g * 16))) : _mm512_setzero_ps();
+    for (int r = 0; r < R; ++r) {
+      const __m512i dot = _mm512_add_epi32(a[r][0], a[r][1]);
+      const __m512i xsum = _mm512_set1_epi32(xsum8[r * g_stride + g]);
+      const __m512 xsv = _mm512_set1_ps(xs[r * g_stride + g]);
+      if (m) {
+        yv[r] = _mm512_fmadd_ps(dg, _mm512_mul_ps(_mm512_cvtepi32_ps(dot), xsv), yv[r]);
+        yv[r] = _mm512_fmadd_ps(mg, _mm512_mul_ps(_mm512_cvtepi32_ps(xsum), xsv), yv[r]);
+      } else {
+        const __m512i t = _mm512_sub_epi32(dot, _mm512_slli_epi32(xsum, 3));
+        yv[r] = _mm512_fmadd_ps(dg, _mm512_mul_ps(_mm512_cvtepi32_ps(t), xsv), yv[r]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) _mm512_storeu_ps(y + 16 * r, yv[r]);
+}
+
+void mad_int4_tile_rows_avx512(int rows, const int8_t* x8, int64_t x_stride, const float* xs,
+                               const int32_t* xsum8, int64_t g_stride, const uint8_t* wq,
+                               const uint16_t* d, const uint16_t* m, int groups, int group_size,
+                               float* y) {
+  switch (rows) {
+    case 4: return mad_int4_rows_avx512<4>(x8, x_stride, xs, xsum8, g_stride, wq, d, m, groups, group_size, y);
+    case 3: return mad_int4_rows_avx512<3>(x8, x_stride, xs, xsum8, g_stride, wq, d, m, groups, group_size, y);
+    case 2: return mad_int4_rows_avx512<2>(x8, x_stride, xs, xsum8, g_stride, wq, d, m, groups, group_size, y);
+    default: return mad_int4_rows_avx512<1>(x8, x_stride, xs, xsum8, g_stride, wq, d, m, groups, group_size, y);
+  }
+}
+
 // vpdpbusd takes unsigned weights: w ^ 0x80 = w + 128 as u8, so it computes
 // t + 128 * sum x, and 128 * xsum8 is subtracted per group.
 void mad_int8_tile_avx512(const int8_t* x8, const float* xs, const int32_t* xsum8,
@@ -123,7 +175,7 @@ void mad_int8_tile_avx512(const int8_t* x8, const float* xs, const int32_t* xsum
 const IsaKernels kAvx512Kernels = {
     "avx512", avx2::ternary_tables_avx2, avx2::int4_tables_avx2, avx2::lut_ternary_tile_avx2,
     avx2::lut_int4_tile_avx2, avx512::mad_ternary_tile_avx512, avx512::mad_int4_avx512<false>,
-    avx512::mad_int4_avx512<true>,
+    avx512::mad_int4_tile_rows_avx512, avx512::mad_int4_avx512<true>,
     avx512::mad_int8_tile_avx512, avx2::fp16_to_fp32_avx2, avx2::fp32_to_fp16_avx2,
     avx2::dot_f32_avx2, 64, 8,
 };
