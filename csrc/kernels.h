@@ -1,6 +1,7 @@
 // Per-ISA inner kernels. Each ISA file fills one IsaKernels table; the drivers in
 // gemm.cpp pick a table at run time (cpu_features.cpp) and never branch on ISA.
 #pragma once
+#include <cmath>
 #include <cstdint>
 
 namespace lutlm {
@@ -66,6 +67,13 @@ struct IsaKernels {
   // fp32 dot product: eight fma lanes (lane i takes elements i mod 8), summed as
   // ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)), then the n % 8 tail by fma, in every ISA.
   float (*dot_f32)(const float* a, const float* b, int n);
+  // y[i] = exp(x[i]) for x[i] <= 88 (below -87.3: 0), by exp_f32_step's operations in
+  // every ISA (relative error ~2e-7). Attention's softmax.
+  void (*exp_f32)(const float* x, float* y, int n);
+  // Attention over one block of keys: out[i] = dot_f32(q, k + i*d, d) for i < n, and
+  // acc[j] = fma(p[i], v[i*d + j], acc[j]) for i = 0..n-1 in turn.
+  void (*dots_f32)(const float* q, const float* k, int n, int d, float* out);
+  void (*axpys_f32)(const float* p, const float* v, int n, int d, float* acc);
   // Method::kAuto uses LUT for M up to these, MAD above (measured: bench/RESULTS.md).
   int lut_max_m_ternary;
   int lut_max_m_int4;
@@ -167,6 +175,27 @@ void mad_int4_nibbles_by_group(const int8_t* x8, const float* xs, const int32_t*
     QuadKernel(x8 + (size_t)g * group_size, xs + g, xsum8 + g, wq, d + g * 16,
                m ? m + g * 16 : nullptr, 1, group_size, y);
   }
+}
+
+// exp(x) the way every exp_f32 computes it: n = round(x log2 e) (half to even),
+// r = x - n ln 2 in two fma steps (Cody-Waite), a degree-5 polynomial for
+// (exp(r) - 1 - r) / r^2 in fma steps, then exp(r) * 2^n through the exponent bits.
+constexpr float kExpLo = -87.3f, kExpHi = 88.0f;
+constexpr float kExpC[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                            4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
+inline float exp_f32_step(float x) {
+  if (x < kExpLo) return 0.0f;
+  x = x > kExpHi ? kExpHi : x;
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  float r = std::fma(n, -0.693359375f, x);
+  r = std::fma(n, 2.12194440e-4f, r);
+  float p = kExpC[0];
+  for (int i = 1; i < 6; ++i) p = std::fma(p, r, kExpC[i]);
+  const float e = std::fma(p, r * r, r) + 1.0f;
+  const int32_t bits = ((int32_t)n + 127) << 23;
+  float scale;
+  __builtin_memcpy(&scale, &bits, 4);
+  return e * scale;
 }
 
 // IEEE half -> float, exact (no F16C needed).

@@ -250,6 +250,45 @@ float dot_f32_avx2(const float* a, const float* b, int n) {
   return s;
 }
 
+void exp_f32_avx2(const float* x, float* y, int n) {
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_loadu_ps(x + i);
+    const __m256 under = _mm256_cmp_ps(v, _mm256_set1_ps(kExpLo), _CMP_LT_OQ);
+    v = _mm256_min_ps(v, _mm256_set1_ps(kExpHi));
+    const __m256 magic = _mm256_set1_ps(12582912.0f);
+    const __m256 n = _mm256_sub_ps(
+        _mm256_add_ps(_mm256_mul_ps(v, _mm256_set1_ps(1.44269504088896341f)), magic), magic);
+    __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-0.693359375f), v);
+    r = _mm256_fmadd_ps(n, _mm256_set1_ps(2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(kExpC[0]);
+    for (int c = 1; c < 6; ++c) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kExpC[c]));
+    const __m256 e =
+        _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+    const __m256i bits = _mm256_slli_epi32(
+        _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    const __m256 out = _mm256_mul_ps(e, _mm256_castsi256_ps(bits));
+    _mm256_storeu_ps(y + i, _mm256_andnot_ps(under, out));
+  }
+  for (; i < n; ++i) y[i] = exp_f32_step(x[i]);
+}
+
+void dots_f32_avx2(const float* q, const float* k, int n, int d, float* out) {
+  for (int i = 0; i < n; ++i) out[i] = dot_f32_avx2(q, k + (size_t)i * d, d);
+}
+
+void axpys_f32_avx2(const float* p, const float* v, int n, int d, float* acc) {
+  int j = 0;
+  for (; j + 8 <= d; j += 8) {  // acc stays in a register across the keys
+    __m256 a = _mm256_loadu_ps(acc + j);
+    for (int i = 0; i < n; ++i)
+      a = _mm256_fmadd_ps(_mm256_set1_ps(p[i]), _mm256_loadu_ps(v + (size_t)i * d + j), a);
+    _mm256_storeu_ps(acc + j, a);
+  }
+  for (; j < d; ++j)
+    for (int i = 0; i < n; ++i) acc[j] = std::fma(p[i], v[(size_t)i * d + j], acc[j]);
+}
+
 void fp32_to_fp16_avx2(const float* src, uint16_t* dst, int n) {
   int i = 0;
   for (; i + 8 <= n; i += 8)
@@ -386,7 +425,8 @@ const IsaKernels kAvx2Kernels = {
     avx2::lut_int4_tile_avx2, avx2::mad_ternary_tile_avx2, avx2::mad_int4_avx2<false>,
     mad_int4_rows_one_by_one<avx2::mad_int4_avx2<false>>, avx2::mad_int4_avx2<true>,
     avx2::mad_int8_tile_avx2, avx2::fp16_to_fp32_avx2, avx2::fp32_to_fp16_avx2,
-    avx2::dot_f32_avx2, 512, 8,
+    avx2::dot_f32_avx2, avx2::exp_f32_avx2, avx2::dots_f32_avx2,
+    avx2::axpys_f32_avx2, 512, 8,
 };
 
 }  // namespace lutlm

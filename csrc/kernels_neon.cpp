@@ -117,6 +117,42 @@ float dot_f32_neon(const float* a, const float* b, int n) {
   return s;
 }
 
+void exp_f32_neon(const float* x, float* y, int n) {
+  int i = 0;
+  for (; i + 4 <= n; i += 4) {
+    float32x4_t v = vld1q_f32(x + i);
+    const uint32x4_t under = vcltq_f32(v, vdupq_n_f32(kExpLo));
+    v = vminq_f32(v, vdupq_n_f32(kExpHi));
+    const float32x4_t magic = vdupq_n_f32(12582912.0f);
+    const float32x4_t nf =
+        vsubq_f32(vaddq_f32(vmulq_f32(v, vdupq_n_f32(1.44269504088896341f)), magic), magic);
+    float32x4_t r = vfmaq_f32(v, nf, vdupq_n_f32(-0.693359375f));
+    r = vfmaq_f32(r, nf, vdupq_n_f32(2.12194440e-4f));
+    float32x4_t p = vdupq_n_f32(kExpC[0]);
+    for (int c = 1; c < 6; ++c) p = vfmaq_f32(vdupq_n_f32(kExpC[c]), p, r);
+    const float32x4_t e = vaddq_f32(vfmaq_f32(r, p, vmulq_f32(r, r)), vdupq_n_f32(1.0f));
+    const int32x4_t bits = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(nf), vdupq_n_s32(127)), 23);
+    const float32x4_t out = vmulq_f32(e, vreinterpretq_f32_s32(bits));
+    vst1q_f32(y + i, vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(out), under)));
+  }
+  for (; i < n; ++i) y[i] = exp_f32_step(x[i]);
+}
+
+void dots_f32_neon(const float* q, const float* k, int n, int d, float* out) {
+  for (int i = 0; i < n; ++i) out[i] = dot_f32_neon(q, k + (size_t)i * d, d);
+}
+
+void axpys_f32_neon(const float* p, const float* v, int n, int d, float* acc) {
+  int j = 0;
+  for (; j + 4 <= d; j += 4) {
+    float32x4_t a = vld1q_f32(acc + j);
+    for (int i = 0; i < n; ++i) a = vfmaq_f32(a, vdupq_n_f32(p[i]), vld1q_f32(v + (size_t)i * d + j));
+    vst1q_f32(acc + j, a);
+  }
+  for (; j < d; ++j)
+    for (int i = 0; i < n; ++i) acc[j] = std::fma(p[i], v[(size_t)i * d + j], acc[j]);
+}
+
 // One quad: acc[j] (rows 4j..4j+3, two int32 partial sums each) += x[0..3] . w[r][0..3].
 // A product fits int16 (|x| <= 127, |w| <= 128) and vpadal widens pairs to int32,
 // so nothing overflows for any int8 weight.
@@ -193,7 +229,8 @@ const IsaKernels kNeonKernels = {
     mad_ternary_tile_neon, mad_int4_tile_neon, mad_int4_rows_one_by_one<mad_int4_tile_neon>,
     mad_int4_nibbles_by_group<mad_int4_tile_neon>,
     mad_int8_tile_neon, fp16_to_fp32_neon,
-    fp32_to_fp16_neon, dot_f32_neon,
+    fp32_to_fp16_neon, dot_f32_neon, exp_f32_neon, dots_f32_neon,
+    axpys_f32_neon,
     512, 8,  // crossover not measured on hardware yet
 };
 

@@ -75,6 +75,19 @@ float dot_f32_scalar(const float* a, const float* b, int n) {
   return s;
 }
 
+void exp_f32_scalar(const float* x, float* y, int n) {
+  for (int i = 0; i < n; ++i) y[i] = exp_f32_step(x[i]);
+}
+
+void dots_f32_scalar(const float* q, const float* k, int n, int d, float* out) {
+  for (int i = 0; i < n; ++i) out[i] = dot_f32_scalar(q, k + (size_t)i * d, d);
+}
+
+void axpys_f32_scalar(const float* p, const float* v, int n, int d, float* acc) {
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < d; ++j) acc[j] = std::fma(p[i], v[(size_t)i * d + j], acc[j]);
+}
+
 void fp32_to_fp16_scalar(const float* src, uint16_t* dst, int n) {
   for (int i = 0; i < n; ++i) dst[i] = fp32_to_fp16_bits(src[i]);
 }
@@ -165,7 +178,7 @@ const IsaKernels kScalarKernels = {
     "scalar", ternary_tables_scalar, int4_tables_scalar, lut_ternary_tile_scalar, lut_int4_tile_scalar,
     mad_ternary_tile_scalar, mad_int4_tile_scalar, mad_int4_rows_one_by_one<mad_int4_tile_scalar>,
     mad_int4_nibbles_by_group<mad_int4_tile_scalar>, mad_int8_tile_scalar, fp16_to_fp32_scalar,
-    fp32_to_fp16_scalar, dot_f32_scalar,
+    fp32_to_fp16_scalar, dot_f32_scalar, exp_f32_scalar, dots_f32_scalar, axpys_f32_scalar,
     64, 8,
 };
 

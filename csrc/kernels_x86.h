@@ -13,4 +13,7 @@ void lut_int4_tile_avx2(const Int4TileArgs& w, const int8_t* tables, const float
 void fp16_to_fp32_avx2(const uint16_t* src, float* dst, int n);
 void fp32_to_fp16_avx2(const float* src, uint16_t* dst, int n);
 float dot_f32_avx2(const float* a, const float* b, int n);
+void exp_f32_avx2(const float* x, float* y, int n);
+void dots_f32_avx2(const float* q, const float* k, int n, int d, float* out);
+void axpys_f32_avx2(const float* p, const float* v, int n, int d, float* acc);
 }  // namespace lutlm::avx2

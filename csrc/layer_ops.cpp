@@ -4,7 +4,10 @@
 #include <cmath>
 #include <cstdint>
 
+#include "cpu_features.h"
+#include "kernels.h"
 #include "ops.h"
+#include "thread_pool.h"
 
 namespace lutlm {
 
@@ -48,19 +51,22 @@ void rope(float* x, const int64_t* positions, const float* inv_freq, int64_t T, 
 }
 
 void gated_act(const float* gu, int64_t T, int64_t F, bool relu2, float* out) {
-  for (int64_t t = 0; t < T; ++t) {
-    const float* g = gu + t * 2 * F;
+  const IsaKernels& kern = active_kernels();
+  ThreadPool::instance().parallel_for((int)T, [&](int t) {
+    const float* g = gu + (int64_t)t * 2 * F;
     const float* u = g + F;
-    float* o = out + t * F;
+    float* o = out + (int64_t)t * F;
     if (relu2) {
       for (int64_t i = 0; i < F; ++i) {
         const float r = g[i] > 0.0f ? g[i] : 0.0f;
         o[i] = r * r * u[i];
       }
-    } else {
-      for (int64_t i = 0; i < F; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+      return;
     }
-  }
+    for (int64_t i = 0; i < F; ++i) o[i] = -g[i];
+    kern.exp_f32(o, o, (int)F);  // exp(-g), clamped at e^88: silu(g) -> 0 below -88
+    for (int64_t i = 0; i < F; ++i) o[i] = g[i] / (1.0f + o[i]) * u[i];
+  });
 }
 
 }  // namespace lutlm

@@ -550,6 +550,35 @@ bool check_half_roundtrip() {
 
 }  // namespace
 
+// exp_f32, dots_f32 and axpys_f32: NEON against scalar, bit for bit, on ragged lengths
+// and exp arguments across its range (including below -87.3, where it returns 0).
+void test_attention_ops(Rng& rng, Stats& st) {
+  for (int i = 0; i < 300; ++i) {
+    const int n = rand_int(rng, 1, 70), d = rand_int(rng, 1, 140);
+    std::vector<float> x(n), e_ref(n), e_got(n);
+    for (auto& v : x) v = rand_float(rng, i % 3 ? -20.0f : -100.0f, i % 3 ? 5.0f : 88.0f);
+    kScalarKernels.exp_f32(x.data(), e_ref.data(), n);
+    kNeonKernels.exp_f32(x.data(), e_got.data(), n);
+    std::vector<float> q(d), k((size_t)n * d), s_ref(n), s_got(n), acc_ref(d), acc_got(d);
+    for (auto& v : q) v = rand_float(rng, -2.0f, 2.0f);
+    for (auto& v : k) v = rand_float(rng, -2.0f, 2.0f);
+    for (auto& v : acc_ref) v = rand_float(rng, -1.0f, 1.0f);
+    acc_got = acc_ref;
+    kScalarKernels.dots_f32(q.data(), k.data(), n, d, s_ref.data());
+    kNeonKernels.dots_f32(q.data(), k.data(), n, d, s_got.data());
+    kScalarKernels.axpys_f32(e_ref.data(), k.data(), n, d, acc_ref.data());
+    kNeonKernels.axpys_f32(e_ref.data(), k.data(), n, d, acc_got.data());
+    const bool same = std::memcmp(e_ref.data(), e_got.data(), 4 * (size_t)n) == 0 &&
+                      std::memcmp(s_ref.data(), s_got.data(), 4 * (size_t)n) == 0 &&
+                      std::memcmp(acc_ref.data(), acc_got.data(), 4 * (size_t)d) == 0;
+    if (!same) {
+      ++st.failed;
+      if (st.failed <= 3) std::printf("attention ops differ: n=%d d=%d\n", n, d);
+    }
+    ++st.cases;
+  }
+}
+
 int main() {
   Rng rng(20240611u);
   int passed = 0, failed = 0;
@@ -560,7 +589,7 @@ int main() {
   std::printf("comparing %s against %s\n", kNeonKernels.name, kScalarKernels.name);
   Stats all[] = {{"ternary_tables"},   {"int4_tables"},      {"lut_ternary_tile"},
                  {"lut_int4_tile"},    {"mad_ternary_tile"}, {"mad_int4_tile"},
-                 {"mad_int8_tile"},    {"mad_int4_nibble_tile"}};
+                 {"mad_int8_tile"},    {"mad_int4_nibble_tile"}, {"exp/dots/axpys_f32"}};
   test_ternary_tables(rng, all[0]);
   test_int4_tables(rng, all[1]);
   test_lut_ternary(rng, all[2]);
@@ -568,6 +597,7 @@ int main() {
   test_mad_ternary(rng, all[4]);
   test_mad_int4(rng, all[5], all[7]);
   test_mad_int8(rng, all[6]);
+  test_attention_ops(rng, all[8]);
   for (const Stats& st : all) {
     std::printf("%-17s %5d cases, %d failed\n", st.name, st.cases, st.failed);
     passed += st.cases - st.failed;
