@@ -344,47 +344,90 @@ inline void load_quad(const uint8_t* w, int i, __m256i& r0, __m256i& r1) {
   }
 }
 
+// One group's fp32 update of rows 0-7 (y0) and 8-15 (y1) from its integer dots.
+inline void int4_group_update(__m256i dot0, __m256i dot1, const uint16_t* d, const uint16_t* m,
+                              int g, int32_t xsum8, float xs, __m256& y0, __m256& y1) {
+  const __m256 d0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(d + g * 16)));
+  const __m256 d1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(d + g * 16 + 8)));
+  const __m256i xsum = _mm256_set1_epi32(xsum8);
+  const __m256 xsv = _mm256_set1_ps(xs);
+  if (m) {
+    const __m256 m0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(m + g * 16)));
+    const __m256 m1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(m + g * 16 + 8)));
+    const __m256 mx = _mm256_mul_ps(_mm256_cvtepi32_ps(xsum), xsv);
+    y0 = _mm256_fmadd_ps(d0, _mm256_mul_ps(_mm256_cvtepi32_ps(dot0), xsv), y0);
+    y1 = _mm256_fmadd_ps(d1, _mm256_mul_ps(_mm256_cvtepi32_ps(dot1), xsv), y1);
+    y0 = _mm256_fmadd_ps(m0, mx, y0);
+    y1 = _mm256_fmadd_ps(m1, mx, y1);
+  } else {
+    const __m256i x8s = _mm256_slli_epi32(xsum, 3);
+    y0 = _mm256_fmadd_ps(d0, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(dot0, x8s)), xsv), y0);
+    y1 = _mm256_fmadd_ps(d1, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(dot1, x8s)), xsv), y1);
+  }
+}
+
+// R rows of activations (row r at x8 + r * x_stride, xs / xsum8 + r * g_stride, y + 16 r)
+// share each weight load; mad_int4_tile and mad_int4_tile_rows are its R = 1 and R = 2
+// forms. 16 ymm registers hold two rows' accumulators without spilling.
+template <bool kNibbles, int R>
+void mad_int4_avx2_rows(const int8_t* x8, int64_t x_stride, const float* xs,
+                        const int32_t* xsum8, int64_t g_stride, const uint8_t* wq,
+                        const uint16_t* d, const uint16_t* m, int groups, int group_size,
+                        float* y) {
+  const __m256i ones16 = _mm256_set1_epi16(1);
+  __m256 y0[R], y1[R];
+  for (int r = 0; r < R; ++r) y0[r] = _mm256_loadu_ps(y + 16 * r), y1[r] = _mm256_loadu_ps(y + 16 * r + 8);
+  const int quads = group_size / 4;
+  for (int g = 0; g < groups; ++g) {
+    __m256i dot0[R], dot1[R];
+    for (int r = 0; r < R; ++r) dot0[r] = dot1[r] = _mm256_setzero_si256();
+    for (int q = 0; q < quads; q += 8, wq += kNibbles ? 256 : 512) {
+      // q*x pairs are at most 2*15*127 per int16 lane: flush every 8 quads.
+      __m256i s0[R], s1[R];
+      for (int r = 0; r < R; ++r) s0[r] = s1[r] = _mm256_setzero_si256();
+      for (int i = 0; i < 8; ++i) {
+        __m256i w0, w1;
+        load_quad<kNibbles>(wq, i, w0, w1);
+        for (int r = 0; r < R; ++r) {
+          const __m256i x = bcast_x4(x8 + r * x_stride + (g * quads + q + i) * 4);
+          s0[r] = _mm256_add_epi16(s0[r], _mm256_maddubs_epi16(w0, x));
+          s1[r] = _mm256_add_epi16(s1[r], _mm256_maddubs_epi16(w1, x));
+        }
+      }
+      for (int r = 0; r < R; ++r) {
+        dot0[r] = _mm256_add_epi32(dot0[r], _mm256_madd_epi16(s0[r], ones16));
+        dot1[r] = _mm256_add_epi32(dot1[r], _mm256_madd_epi16(s1[r], ones16));
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      int4_group_update(dot0[r], dot1[r], d, m, g, xsum8[r * g_stride + g],
+                        xs[r * g_stride + g], y0[r], y1[r]);
+  }
+  for (int r = 0; r < R; ++r) {
+    _mm256_storeu_ps(y + 16 * r, y0[r]);
+    _mm256_storeu_ps(y + 16 * r + 8, y1[r]);
+  }
+}
+
 template <bool kNibbles>
 void mad_int4_avx2(const int8_t* x8, const float* xs, const int32_t* xsum8, const uint8_t* wq,
                    const uint16_t* d, const uint16_t* m, int groups, int group_size, float y[16]) {
-  const __m256i ones16 = _mm256_set1_epi16(1);
-  __m256 y0 = _mm256_loadu_ps(y), y1 = _mm256_loadu_ps(y + 8);
-  const int quads = group_size / 4;
-  for (int g = 0; g < groups; ++g) {
-    __m256i dot0 = _mm256_setzero_si256(), dot1 = _mm256_setzero_si256();
-    for (int q = 0; q < quads; q += 8, wq += kNibbles ? 256 : 512) {
-      // q*x pairs are at most 2*15*127 per int16 lane: flush every 8 quads.
-      __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
-      for (int i = 0; i < 8; ++i) {
-        const __m256i x = bcast_x4(x8 + (g * quads + q + i) * 4);
-        __m256i w0, w1;
-        load_quad<kNibbles>(wq, i, w0, w1);
-        s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(w0, x));
-        s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(w1, x));
-      }
-      dot0 = _mm256_add_epi32(dot0, _mm256_madd_epi16(s0, ones16));
-      dot1 = _mm256_add_epi32(dot1, _mm256_madd_epi16(s1, ones16));
-    }
-    const __m256 d0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(d + g * 16)));
-    const __m256 d1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(d + g * 16 + 8)));
-    const __m256i xsum = _mm256_set1_epi32(xsum8[g]);
-    const __m256 xsv = _mm256_set1_ps(xs[g]);
-    if (m) {
-      const __m256 m0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(m + g * 16)));
-      const __m256 m1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(m + g * 16 + 8)));
-      const __m256 mx = _mm256_mul_ps(_mm256_cvtepi32_ps(xsum), xsv);
-      y0 = _mm256_fmadd_ps(d0, _mm256_mul_ps(_mm256_cvtepi32_ps(dot0), xsv), y0);
-      y1 = _mm256_fmadd_ps(d1, _mm256_mul_ps(_mm256_cvtepi32_ps(dot1), xsv), y1);
-      y0 = _mm256_fmadd_ps(m0, mx, y0);
-      y1 = _mm256_fmadd_ps(m1, mx, y1);
-    } else {
-      const __m256i x8s = _mm256_slli_epi32(xsum, 3);
-      y0 = _mm256_fmadd_ps(d0, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(dot0, x8s)), xsv), y0);
-      y1 = _mm256_fmadd_ps(d1, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(dot1, x8s)), xsv), y1);
-    }
+  mad_int4_avx2_rows<kNibbles, 1>(x8, 0, xs, xsum8, 0, wq, d, m, groups, group_size, y);
+}
+
+void mad_int4_tile_rows_avx2(int rows, const int8_t* x8, int64_t x_stride, const float* xs,
+                             const int32_t* xsum8, int64_t g_stride, const uint8_t* wq,
+                             const uint16_t* d, const uint16_t* m, int groups, int group_size,
+                             float* y) {
+  for (int r = 0; r < rows; r += 2) {
+    const int64_t o = r * g_stride;
+    if (rows - r >= 2)
+      mad_int4_avx2_rows<false, 2>(x8 + r * x_stride, x_stride, xs + o, xsum8 + o, g_stride, wq,
+                                   d, m, groups, group_size, y + 16 * r);
+    else
+      mad_int4_avx2_rows<false, 1>(x8 + r * x_stride, x_stride, xs + o, xsum8 + o, g_stride, wq,
+                                   d, m, groups, group_size, y + 16 * r);
   }
-  _mm256_storeu_ps(y, y0);
-  _mm256_storeu_ps(y + 8, y1);
 }
 
 // vpmaddubsw needs one unsigned operand: |w| (128 for w = -128 reads right as u8) times
@@ -423,7 +466,7 @@ void mad_int8_tile_avx2(const int8_t* x8, const float* xs, const int32_t* /*xsum
 const IsaKernels kAvx2Kernels = {
     "avx2", avx2::ternary_tables_avx2, avx2::int4_tables_avx2, avx2::lut_ternary_tile_avx2,
     avx2::lut_int4_tile_avx2, avx2::mad_ternary_tile_avx2, avx2::mad_int4_avx2<false>,
-    mad_int4_rows_one_by_one<avx2::mad_int4_avx2<false>>, avx2::mad_int4_avx2<true>,
+    avx2::mad_int4_tile_rows_avx2, avx2::mad_int4_avx2<true>,
     avx2::mad_int8_tile_avx2, avx2::fp16_to_fp32_avx2, avx2::fp32_to_fp16_avx2,
     avx2::dot_f32_avx2, avx2::exp_f32_avx2, avx2::dots_f32_avx2,
     avx2::axpys_f32_avx2, 512, 8,
