@@ -5,11 +5,12 @@ import pytest
 from gguf import GGMLQuantizationType, quants
 
 from lutlm import _C
-from lutlm.model.linear import fuse_gguf_linear
+from lutlm.model.linear import WEIGHT_FORMATS, fuse_gguf_linear
 from lutlm.quant import (
     Int4Weight,
     Int8Weight,
     TernaryWeight,
+    gguf_tq_arrays,
     int4_from_gguf_blocks,
     int8_from_gguf_blocks,
     quantize_int4,
@@ -183,3 +184,111 @@ def test_int8_errors():
         quantize_int8(np.full((2, 32), 1e10, np.float32))
     with pytest.raises(ValueError, match="act_bits must be 8 or 16"):
         quantize_int8(np.ones((2, 32), np.float32)).matmul(np.ones(32), act_bits=4)
+
+
+@pytest.mark.parametrize("kind", ["TQ1_0", "TQ2_0"])
+def test_gguf_tq_with_one_scale_per_row_imports_as_ternary(rng, kind):
+    """BitNet conversions (one scale per tensor; q, k, v each their own) stay ternary,
+    equal to gguf's dequantizer bit for bit, whatever the chosen format."""
+    qtype = GGMLQuantizationType[kind]
+    parts, want = [], []
+    for n, scale in ((64, 0.02), (32, 0.7), (32, 3.0)):
+        w = rng.integers(-1, 2, size=(n, 512)).astype(np.float32) * np.float32(scale)
+        blocks = quants.quantize(w, qtype)
+        parts.append((kind, (n, 512), blocks))
+        want.append(quants.dequantize(blocks, qtype))
+    want = np.concatenate(want)
+    for fmt in WEIGHT_FORMATS:
+        fused = fuse_gguf_linear(parts, [], fmt)
+        assert isinstance(fused, TernaryWeight)
+        np.testing.assert_array_equal(fused.dequantize(), want)
+    # And the kernels compute with exactly those values (error bounds: test_gemm.py).
+    x = rng.standard_normal((3, 512)).astype(np.float32)
+    ref = x.astype(np.float64) @ want.astype(np.float64).T
+    for method in ("lut", "mad"):
+        y = fused.matmul(x, method)
+        assert np.abs(y - ref).max() < 0.03 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("kind", ["TQ1_0", "TQ2_0"])
+def test_gguf_tq_with_scales_per_block_imports_as_int4_exactly(rng, kind):
+    """llama.cpp's quantizer gives every block of 256 its own scale, which no per-row
+    scale can hold: those tensors become symmetric INT4 (group 128), still exact. So do
+    arbitrary bytes (TQ1_0 bytes past 242, TQ2_0's code 3 = weight 2d)."""
+    qtype = GGMLQuantizationType[kind]
+    w = rng.standard_normal((40, 512)).astype(np.float32)
+    blocks = quants.quantize(w, qtype)
+    got = fuse_gguf_linear([(kind, (40, 512), blocks)], [], "ternary")
+    assert isinstance(got, Int4Weight) and got.group_size == 128
+    np.testing.assert_array_equal(got.dequantize(), quants.dequantize(blocks, qtype))
+    raw = rng.integers(0, 256, size=blocks.shape, dtype=np.uint8).reshape(40, 2, -1)
+    raw[..., -2:] = np.full((40, 2, 1), 0.25, np.float16).view(np.uint8)  # one d per row
+    raw = raw.reshape(40, -1)
+    got = fuse_gguf_linear([(kind, (40, 512), raw)], [], "int4")
+    codes = gguf_tq_arrays(raw, (40, 512), kind)[0]
+    # TQ1_0 digits are always 0..2, so one d per row keeps it ternary; TQ2_0's 3 cannot.
+    assert isinstance(got, TernaryWeight if kind == "TQ1_0" else Int4Weight)
+    assert codes.max() == (2 if kind == "TQ1_0" else 3)
+    np.testing.assert_array_equal(got.dequantize(), quants.dequantize(raw, qtype))
+
+
+def test_tq_gguf_model_loads_ternary(tmp_path, rng):
+    """A tiny BitNet GGUF (q/k/v TQ1_0, the rest TQ2_0, one scale per tensor): every
+    layer loads as ternary with gguf's values, with weights="int4" asked for."""
+    import gguf
+
+    from lutlm.model import load_model
+
+    D, F, T = 256, 512, GGMLQuantizationType
+    w = gguf.GGUFWriter(str(tmp_path / "tiny.gguf"), "bitnet")
+    w.add_embedding_length(D)
+    w.add_block_count(1)
+    w.add_feed_forward_length(F)
+    w.add_head_count(4)
+    w.add_vocab_size(64)
+    want = {}
+
+    def ternary(name: str, n: int, k: int, kind: str) -> None:
+        t = rng.integers(-1, 2, size=(n, k)).astype(np.float32) * rng.uniform(0.01, 1)
+        blocks = quants.quantize(t, T[kind])
+        want[name] = quants.dequantize(blocks, T[kind])
+        w.add_tensor(name, blocks, raw_dtype=T[kind])
+
+    w.add_tensor("token_embd.weight", rng.standard_normal((64, D)).astype(np.float32))
+    w.add_tensor("output_norm.weight", np.ones(D, np.float32))
+    for name, n, k, kind in (
+        ("attn_q", D, D, "TQ1_0"),
+        ("attn_k", D, D, "TQ1_0"),
+        ("attn_v", D, D, "TQ1_0"),
+        ("attn_output", D, D, "TQ2_0"),
+        ("ffn_gate", F, D, "TQ2_0"),
+        ("ffn_up", F, D, "TQ2_0"),
+        ("ffn_down", D, F, "TQ2_0"),
+    ):
+        ternary(f"blk.0.{name}.weight", n, k, kind)
+    for name, n in (("attn_norm", D), ("ffn_norm", D), ("attn_sub_norm", D), ("ffn_sub_norm", F)):
+        w.add_tensor(f"blk.0.{name}.weight", np.ones(n, np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    layer = load_model(tmp_path / "tiny.gguf", weights="int4", head="f32").layers[0]
+    b = "blk.0.{}.weight".format
+    for lin, names in (
+        (layer.qkv, ("attn_q", "attn_k", "attn_v")),
+        (layer.o, ("attn_output",)),
+        (layer.gate_up, ("ffn_gate", "ffn_up")),
+        (layer.down, ("ffn_down",)),
+    ):
+        assert isinstance(lin.weight, TernaryWeight)
+        want_w = np.concatenate([want[b(n)] for n in names])
+        np.testing.assert_array_equal(lin.weight.dequantize(), want_w)
+
+
+def test_gguf_tq_errors():
+    with pytest.raises(ValueError, match="needs 132 bytes, got 131"):
+        gguf_tq_arrays(np.zeros(131, np.uint8), (2, 256), "TQ2_0")
+    with pytest.raises(ValueError, match="multiple of 256"):
+        gguf_tq_arrays(np.zeros(54, np.uint8), (1, 255), "TQ1_0")
+    with pytest.raises(ValueError, match="TQ1_0 or TQ2_0"):
+        gguf_tq_arrays(np.zeros(66, np.uint8), (1, 256), "Q2_K")

@@ -2,8 +2,9 @@
 
 Weight formats (`weights=` in the loader): "int4" (group 32, the default), "int8"
 (group 32, GGUF Q8_0's rule), "ternary" (absmean per row) and "f32". GGUF tensors
-import exactly whatever the choice when all parts of a layer are Q4_0/Q4_1 (to INT4)
-or all Q8_0 (to INT8); ternary sources (TQ1_0/TQ2_0, BitNet) stay ternary.
+import exactly whatever the choice when all parts of a layer are Q4_0/Q4_1 (to INT4),
+all Q8_0 (to INT8) or all TQ1_0/TQ2_0 (to ternary, or INT4 where a row's blocks have
+different scales: :func:`fuse_tq`); BitNet's packed checkpoints stay ternary too.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from lutlm.quant import (
     Int4Weight,
     Int8Weight,
     TernaryWeight,
+    gguf_tq_arrays,
     quantize_int4,
     quantize_int8,
     quantize_ternary,
@@ -82,9 +84,11 @@ def fuse_gguf_linear(
     Args:
         parts: (ggml type, shape, raw data) per tensor.
         dequantize: callables returning each part as float32, for the other types.
-        fmt: the format unless all parts are Q4_0/Q4_1 (kept as INT4) or all Q8_0
-            (kept as INT8).
+        fmt: the format unless all parts are Q4_0/Q4_1 (kept as INT4), all Q8_0 (kept
+            as INT8) or all TQ1_0/TQ2_0 (kept exactly, see :func:`fuse_tq`).
     """
+    if all(kind in ("TQ1_0", "TQ2_0") for kind, _, _ in parts):
+        return fuse_tq(parts)
     if all(kind in ("Q4_0", "Q4_1") for kind, _, _ in parts):
         qs, ds, ms = [], [], []
         for kind, shape, data in parts:
@@ -101,3 +105,21 @@ def fuse_gguf_linear(
             np.concatenate([q for q, _ in arrays]), np.concatenate([d for _, d in arrays]), 32
         )
     return quantize_dense(np.concatenate([f() for f in dequantize]), fmt)
+
+
+def fuse_tq(parts: list[tuple[str, tuple[int, ...], np.ndarray]]) -> TernaryWeight | Int4Weight:
+    """GGUF TQ1_0/TQ2_0 tensors stacked along N, without loss.
+
+    TQ stores w = d * (c - 1) with one fp16 d per 256 weights. When every row has a
+    single d (BitNet conversions: one scale per tensor) and codes 0..2, this is a
+    TernaryWeight with per-row scales d. Otherwise (llama.cpp's quantizer gives each
+    block its own d; TQ2_0 may hold code 3, w = 2d) no per-row scale fits, so the
+    weight becomes symmetric INT4 in groups of 128, d repeated per half block:
+    d * (q - 8) with q = c + 7 is the same value exactly, at about twice the bytes.
+    """
+    arrays = [gguf_tq_arrays(data, shape, kind) for kind, shape, data in parts]
+    c = np.concatenate([c for c, _ in arrays])
+    d = np.concatenate([d for _, d in arrays])
+    if (d == d[:, :1]).all() and c.max() <= 2:
+        return TernaryWeight.pack(c.view(np.int8) - 1, d[:, 0].astype(np.float32))
+    return Int4Weight.pack(c + 7, np.repeat(d, 2, axis=1), None, 128, INT4_LAYOUT)

@@ -77,3 +77,50 @@ def quantize_ternary(w: np.ndarray, per_row: bool = False) -> TernaryWeight:
     """Absmean-quantize a float matrix and pack it (see :func:`ternarize`)."""
     t, scale = ternarize(w, per_row)
     return TernaryWeight.pack(t, scale)
+
+
+_TQ_BLOCK_BYTES = {"TQ1_0": 54, "TQ2_0": 66}  # per 256 weights, fp16 d last
+_POW3 = np.array([1, 3, 9, 27, 81], np.uint8)
+
+
+def _trits(x: np.ndarray, n: int) -> np.ndarray:
+    """Base-3 digits of TQ1_0 bytes [..., B] as [..., n * B] (digit-major), decoded like
+    ggml: the byte times 3^j keeps digit j on top (mod 256), and (v * 3) >> 8 reads it."""
+    v = (x[..., None, :] * _POW3[:n, None]).astype(np.uint16)  # uint8 product wraps mod 256
+    return ((v * 3) >> 8).astype(np.uint8).reshape(*x.shape[:-1], n * x.shape[-1])
+
+
+def gguf_tq_arrays(
+    blocks: np.ndarray, shape: tuple[int, int], ggml_type: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unpack GGUF TQ1_0 or TQ2_0 blocks to codes c uint8 [N, K] and fp16 block scales
+    d [N, K/256], with w = d * (c - 1) as in gguf.quants.dequantize.
+
+    TQ2_0 (66 bytes per 256 weights): 64 bytes of 2-bit codes, byte j of each 32-byte
+    half holding weights j, j+32, j+64, j+96 of its 128 in bits 0-1, 2-3, 4-5, 6-7; then d.
+    TQ1_0 (54 bytes): five base-3 digits per byte (weights j + 32i of bytes 0..31, then
+    160 + j + 16i of bytes 32..47), four per byte in 4 more bytes (240 + j + 4i), then d.
+    Codes are 0..2, except that TQ2_0 can hold 3 (w = 2d), which no quantizer writes.
+    """
+    if ggml_type not in _TQ_BLOCK_BYTES:
+        raise ValueError(f"ggml_type must be TQ1_0 or TQ2_0, got {ggml_type!r}")
+    N, K = shape
+    if K % 256:
+        raise ValueError(f"{ggml_type} rows must be a multiple of 256 long, got K={K}")
+    bb = _TQ_BLOCK_BYTES[ggml_type]
+    raw = np.ascontiguousarray(blocks, dtype=np.uint8).reshape(-1)
+    if raw.size != N * (K // 256) * bb:
+        raise ValueError(
+            f"{ggml_type} tensor of shape {shape} needs {N * (K // 256) * bb} bytes, got {raw.size}"
+        )
+    b = raw.reshape(N, K // 256, bb)
+    d = np.ascontiguousarray(b[..., bb - 2 :]).view(np.float16)[..., 0]
+    if ggml_type == "TQ2_0":
+        qs = b[..., :64].reshape(N, K // 256, 2, 1, 32)
+        shifts = np.array([0, 2, 4, 6], np.uint8)[:, None]
+        c = (qs >> shifts) & 3  # [N, blocks, half, i, j]: weight 128 half + 32 i + j
+    else:
+        c = np.concatenate(
+            [_trits(b[..., :32], 5), _trits(b[..., 32:48], 5), _trits(b[..., 48:52], 4)], axis=-1
+        )
+    return np.ascontiguousarray(c.reshape(N, K)), d
