@@ -337,6 +337,22 @@ def test_gguf_llama_chat_templates(llama_gguf) -> None:
         tok.apply_chat_template([], chat_template="rag")
 
 
+def test_gguf_llama_save_pretrained_round_trip(llama_gguf, tmp_path) -> None:
+    """A sentencepiece GGUF tokenizer written as an HF directory reads back the same
+    (SmolLM2's byte-level BPE is checked in test_quantize.py)."""
+    ref = Tokenizer.from_gguf(llama_gguf[0])
+    ref.save_pretrained(tmp_path)
+    tok = Tokenizer.from_pretrained(tmp_path)
+    assert (tok.bos_token_id, tok.eos_token_ids) == (ref.bos_token_id, ref.eos_token_ids)
+    assert tok.chat_templates == ref.chat_templates and len(tok.chat_templates) == 2
+    assert tok.template_tokens == ref.template_tokens
+    for text in [*SP_TEXTS, STREAM_TEXT, "call <tool> now", "Hi<|im_end|>Hi"]:
+        ids = ref.encode(text)
+        assert tok.encode(text) == ids, text
+        assert tok.decode(ids, skip_special_tokens=False) == ref.decode(ids, False)
+    assert tok.apply_chat_template(CHAT[1:]) == ref.apply_chat_template(CHAT[1:])
+
+
 # ------------------------------------------------------------------ byte-level BPE trained here
 
 

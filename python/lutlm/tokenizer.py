@@ -303,6 +303,35 @@ class Tokenizer:
             name=str(root),
         )
 
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write this tokenizer as an HF directory that `from_pretrained` reads back the same.
+
+        Writes tokenizer.json (the backend, whose post-processor adds BOS/EOS),
+        tokenizer_config.json (the special tokens' texts and the chat templates) and
+        generation_config.json (every end-of-sequence id, and the BOS id).
+
+        Args:
+            path: the directory (created if missing).
+        """
+        root = Path(path)
+        root.mkdir(parents=True, exist_ok=True)
+        self.backend.save(str(root / "tokenizer.json"))
+        config: dict[str, Any] = dict(self.template_tokens)
+        if list(self.chat_templates) == ["default"]:
+            config["chat_template"] = self.chat_templates["default"]
+        elif self.chat_templates:
+            config["chat_template"] = [
+                {"name": name, "template": source} for name, source in self.chat_templates.items()
+            ]
+        generation: dict[str, Any] = {"eos_token_id": sorted(self.eos_token_ids)}
+        if self.bos_token_id is not None:
+            generation["bos_token_id"] = self.bos_token_id
+        for name, value in (
+            ("tokenizer_config.json", config),
+            ("generation_config.json", generation),
+        ):
+            (root / name).write_text(json.dumps(value, indent=2, ensure_ascii=False), "utf-8")
+
     # ---------------------------------------------------------------- encoding
 
     @property
