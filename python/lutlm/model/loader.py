@@ -6,7 +6,9 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
+from lutlm.formats import packed  # a module, not names: packed imports lutlm.model
 from lutlm.formats.gguf import GGUFModelFile
 from lutlm.formats.safetensors_dir import HFModelDir
 from lutlm.model.decoder import Decoder, Embedding, LayerWeights
@@ -63,12 +65,18 @@ HEAD_FORMATS = ("int8", "int4", "f32")
 
 
 def load_model(
-    path: str | Path, weights: str = "int4", head: str = "int8", act_bits: int = 8
+    path: str | Path,
+    weights: str = "int4",
+    head: str = "int8",
+    act_bits: int = 8,
+    progress: bool = False,
 ) -> Decoder:
     """Load a model file into a Decoder.
 
     Args:
-        path: a .gguf file or an HF directory (config.json + *.safetensors).
+        path: a .gguf file, an HF directory (config.json + *.safetensors) or a packed
+            directory written by `lutlm quantize` (its arrays are mapped, not converted;
+            weights and head were fixed when it was written and are ignored here).
         weights: format for linear weights that are not already INT4/INT8/ternary in
             the file: "int4" (group 32), "int8" (group 32), "ternary" or "f32".
         head: format of the LM head (tied or not): "int8" (default: a GGUF Q8_0 tensor
@@ -79,6 +87,7 @@ def load_model(
         act_bits: activation precision of INT4 and INT8 layers: 8 (int8 per group of
             32, as GGUF runtimes do) or 16 (two int8 passes; ~2x prefill cost,
             reference-grade).
+        progress: show a progress bar over the layers being packed.
 
     Raises:
         ValueError: unsupported file, architecture, tensor type or option.
@@ -90,8 +99,10 @@ def load_model(
     if act_bits not in (8, 16):
         raise ValueError(f"act_bits must be 8 or 16, got {act_bits}")
     path = Path(path)
+    if packed.is_packed(path):
+        return packed.load_packed(path, act_bits)
     if path.is_dir():
-        return _build(HFModelDir(path), HF_LAYER, HF_GLOBAL, weights, head, act_bits)
+        return _build(HFModelDir(path), HF_LAYER, HF_GLOBAL, weights, head, act_bits, progress)
     if path.suffix in (".bin", ".pt", ".pth"):
         raise ValueError(
             f"{path}: pickled weights are not loaded (unpickling runs code); convert to "
@@ -99,7 +110,7 @@ def load_model(
         )
     if path.suffix != ".gguf":
         raise ValueError(f"{path}: expected a .gguf file")
-    return _build(GGUFModelFile(path), GGUF_LAYER, GGUF_GLOBAL, weights, head, act_bits)
+    return _build(GGUFModelFile(path), GGUF_LAYER, GGUF_GLOBAL, weights, head, act_bits, progress)
 
 
 def _build(
@@ -109,6 +120,7 @@ def _build(
     weights: str,
     head: str,
     act_bits: int,
+    progress: bool,
 ) -> Decoder:
     config = f.config()
     c = config
@@ -135,7 +147,7 @@ def _build(
 
     D, kv = c.hidden_size, c.num_kv_heads * c.head_dim
     layers = []
-    for i in range(c.num_layers):
+    for i in tqdm(range(c.num_layers), "packing layers", unit="layer", disable=not progress):
         fmt = partial(str.format, i=i)
         check(fmt(layer_names["q"]), (c.num_heads * c.head_dim, D))
         check(fmt(layer_names["k"]), (kv, D))
