@@ -202,7 +202,7 @@ def main() -> int:
         meta.write_text(json.dumps(shape))
     prompt = list(range(300, 308))
     _C.set_num_threads(args.threads)
-    bw = max(_C.read_bandwidth_gbps(1 << 30, 3) for _ in range(3))
+    bw = max(_C.read_bandwidth(1 << 30, 3) for _ in range(3))
     ours = bench_lutlm(args.gguf, args.threads, prompt, args.decode)
     peer = bench_llama_cpp(args.gguf, args.threads, prompt, args.decode)
     roof = bw * 1e9 / ours["bytes_per_token"]
