@@ -692,10 +692,12 @@ def _read_gguf_tokenizer_metadata(path: Path) -> dict[str, Any]:
     """The `tokenizer.*` metadata of a GGUF file, as Python values."""
     if not path.is_file():
         raise ValueError(f"{path}: no such GGUF file")
-    from gguf import GGUFReader, GGUFValueType  # the loader's dependency too; import when used
+    from gguf import GGUFValueType  # the loader's dependency too; import when used
+
+    from lutlm.formats.gguf import open_gguf
 
     try:
-        reader = GGUFReader(path, "r")
+        reader = open_gguf(path)
     except Exception as e:  # the gguf package raises assorted errors on bad files
         raise ValueError(f"{path}: not a readable GGUF file ({e})") from e
     meta: dict[str, Any] = {}

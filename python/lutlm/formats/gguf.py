@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,19 @@ from gguf import GGMLQuantizationType, GGUFReader, quants
 from lutlm.model.config import FAMILIES, ModelConfig
 
 # GGUF stores a matrix as ne = [K, N] (K contiguous); numpy rows are ne reversed.
+
+
+@functools.lru_cache(maxsize=4)
+def _reader(path: str, mtime_ns: int, size: int) -> GGUFReader:
+    return GGUFReader(path, "r")
+
+
+def open_gguf(path: Path) -> GGUFReader:
+    """The file's GGUFReader. Parsing a large vocabulary's metadata takes the gguf package
+    seconds, so the model loader and the tokenizer share one (keyed by path, size and
+    modification time: a rewritten file is read again)."""
+    st = path.stat()
+    return _reader(str(path.resolve()), st.st_mtime_ns, st.st_size)
 
 
 class GGUFModelFile:
@@ -28,7 +42,7 @@ class GGUFModelFile:
         if not self.path.is_file():
             raise ValueError(f"{self.path}: no such model file")
         try:
-            self.reader = GGUFReader(self.path, "r")
+            self.reader = open_gguf(self.path)
         except Exception as e:  # the gguf package raises assorted errors on bad files
             raise ValueError(f"{self.path}: not a readable GGUF file ({e})") from e
         self.tensors = {t.name: t for t in self.reader.tensors}
