@@ -17,6 +17,7 @@ from lutlm.quant import (
     quantize_int8,
     quantize_ternary,
     ternarize,
+    unpack_bitnet,
 )
 from lutlm.quant._common import unpack_group_scales
 
@@ -292,3 +293,11 @@ def test_gguf_tq_errors():
         gguf_tq_arrays(np.zeros(54, np.uint8), (1, 255), "TQ1_0")
     with pytest.raises(ValueError, match="TQ1_0 or TQ2_0"):
         gguf_tq_arrays(np.zeros(66, np.uint8), (1, 256), "Q2_K")
+
+
+def test_unpack_bitnet_is_transformers_layout():
+    """The example in transformers' unpack_weights docstring (integrations/bitnet.py):
+    bits 2i..2i+1 of packed row r are row i * N/4 + r; codes are w + 1."""
+    packed = np.array([[0b10100001, 0b00011000], [0b10010000, 0b00001010]], np.uint8)
+    want = [[0, -1], [-1, 1], [-1, 1], [-1, 1], [1, 0], [0, -1], [1, -1], [1, -1]]
+    np.testing.assert_array_equal(unpack_bitnet(packed).astype(np.int8) - 1, want)

@@ -1,11 +1,16 @@
 """HF model directories: config.json and single or sharded *.safetensors (memory-mapped).
 
-Pickled weights (*.bin, *.pt) are refused: loading them runs arbitrary code.
+Pickled weights (*.bin, *.pt) are refused: loading them runs arbitrary code. bfloat16
+tensors, which numpy cannot hold, are read from the file's bytes and widened to float32
+exactly. BitNet b1.58 checkpoints (quantization_config quant_method "bitnet") store each
+linear's ternary weight packed in uint8 with a `weight_scale`; they are read as ternary
+codes and a per-row scale (:meth:`HFModelDir.ternary`).
 """
 
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +18,7 @@ import numpy as np
 from safetensors import safe_open
 
 from lutlm.model.config import FAMILIES, ModelConfig
+from lutlm.quant import unpack_bitnet
 
 # HF model_type -> lutlm family
 MODEL_TYPES = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "bitnet": "bitnet"}
@@ -21,6 +27,9 @@ CONVERT_HINT = (
     "e.g. AutoModelForCausalLM.from_pretrained(dir).save_pretrained(out, "
     "safe_serialization=True)"
 )
+# tensor()'s kind for a BitNet linear weight packed 4 rows per byte (its shape is the
+# unpacked [N, K]); read it with ternary().
+BITNET_PACKED = "BITNET_PACKED"
 
 
 class HFModelDir:
@@ -59,6 +68,30 @@ class HFModelDir:
             self._handles[f] = h
             for key in h.keys():
                 self.where[key] = f
+        self._bf16_layout: dict[Path, tuple[int, dict[str, Any]]] = {}
+        self.bitnet_class = self._bitnet_class()
+
+    def _bitnet_class(self) -> str | None:
+        """transformers' linear class of an offline-quantized BitNet checkpoint, else None.
+
+        "bitlinear" (the default) computes y = (x8 @ codes.T) / (x_scale * weight_scale),
+        so w = codes / weight_scale; "autobitlinear" multiplies: w = weights * weight_scale
+        (transformers/integrations/bitnet.py). Online quantization keeps float weights.
+        """
+        q = self.raw_config.get("quantization_config") or {}
+        if q.get("quant_method") != "bitnet" or q.get("quantization_mode", "offline") != "offline":
+            return None
+        if q.get("use_rms_norm"):
+            raise ValueError(
+                f"{self.path / 'config.json'}: BitNet use_rms_norm (an RMSNorm inside every "
+                "linear) is not supported"
+            )
+        linear_class = q.get("linear_class", "bitlinear")
+        if linear_class not in ("bitlinear", "autobitlinear"):
+            raise ValueError(
+                f"{self.path / 'config.json'}: unknown BitNet linear_class {linear_class!r}"
+            )
+        return linear_class
 
     def config(self) -> ModelConfig:
         c = self.raw_config
@@ -102,23 +135,106 @@ class HFModelDir:
     def has(self, name: str) -> bool:
         return name in self.where
 
-    def float32(self, name: str) -> np.ndarray:
+    def file_of(self, name: str) -> Path:
+        """The safetensors file that holds a tensor."""
         f = self.where.get(name)
         if f is None:
             raise ValueError(f"{self.path}: tensor {name!r} is missing")
-        h = self._handles[f]
-        dtype = h.get_slice(name).get_dtype()
-        if dtype == "BF16":  # numpy has no bfloat16: widen the bits
-            raise ValueError(
-                f"{f}: tensor {name!r} is bfloat16, which lutlm cannot read yet; "
-                "save the checkpoint in float16 or float32"
-            )
-        return np.ascontiguousarray(h.get_tensor(name), dtype=np.float32)
+        return f
+
+    def _is_packed(self, dtype: str) -> bool:
+        # BitLinear's weight buffer is uint8; AutoBitLinear unpacks uint8 weights too.
+        return self.bitnet_class is not None and dtype == "U8"
+
+    def float32(self, name: str) -> np.ndarray:
+        """A tensor as float32; BitNet weights as the values the model computes with."""
+        f = self.file_of(name)
+        dtype = self._handles[f].get_slice(name).get_dtype()
+        if self._is_packed(dtype):
+            t, scales = self.ternary(name)
+            return t.astype(np.float32) * scales[:, None]
+        if dtype == "BF16":
+            out = self._bf16(f, name)
+        else:
+            out = np.ascontiguousarray(self._handles[f].get_tensor(name), dtype=np.float32)
+        scale_name = name.removesuffix(".weight") + ".weight_scale"
+        if (
+            self.bitnet_class == "autobitlinear"
+            and name.endswith(".weight")
+            and self.has(scale_name)
+        ):
+            out = out * self._weight_scale(name)  # AutoBitLinear's weights saved unpacked
+        return out
+
+    def _bf16(self, f: Path, name: str) -> np.ndarray:
+        """A bfloat16 tensor widened to float32 exactly (bf16 is float32's top 16 bits),
+        read from the bytes the safetensors header points at: numpy has no bfloat16."""
+        if f not in self._bf16_layout:
+            with open(f, "rb") as fh:
+                (n,) = struct.unpack("<Q", fh.read(8))
+                self._bf16_layout[f] = (8 + n, json.loads(fh.read(n)))
+        start, header = self._bf16_layout[f]
+        shape = tuple(header[name]["shape"])
+        begin, end = header[name]["data_offsets"]
+        count = int(np.prod(shape))
+        if end - begin != 2 * count:
+            raise ValueError(f"{f}: tensor {name!r} has {end - begin} bytes for shape {shape}")
+        out = np.fromfile(f, dtype="<u2", count=count, offset=start + begin).astype(np.uint32)
+        out <<= 16
+        return out.view(np.float32).reshape(shape)
 
     def tensor(self, name: str) -> tuple[str, tuple[int, ...], None]:
-        """(dtype name, shape, None): the data is read by float32()."""
-        f = self.where.get(name)
-        if f is None:
-            raise ValueError(f"{self.path}: tensor {name!r} is missing")
-        s = self._handles[f].get_slice(name)
-        return s.get_dtype(), tuple(s.get_shape()), None
+        """(dtype name, shape, None): the data is read by float32() (or ternary() for
+        the kind BITNET_PACKED, whose shape is the unpacked [N, K])."""
+        s = self._handles[self.file_of(name)].get_slice(name)
+        dtype, shape = s.get_dtype(), tuple(s.get_shape())
+        if self._is_packed(dtype) and len(shape) == 2:
+            return BITNET_PACKED, (4 * shape[0], shape[1]), None
+        return dtype, shape, None
+
+    def ternary(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """A BitNet packed weight exactly: codes t int8 [N, K] in {-1, 0, 1} and per-row
+        scales float32 [N] (the linear's one scale on every row; 1 / weight_scale for
+        "bitlinear" is float32's rounding of the exact value).
+
+        Raises:
+            ValueError: not a 2-D uint8 tensor, code 3 (w = 2) in it, or a missing,
+                non-scalar or zero weight_scale, naming the file and the tensor.
+        """
+        f = self.file_of(name)
+        packed = self._handles[f].get_tensor(name)
+        if packed.dtype != np.uint8 or packed.ndim != 2:
+            raise ValueError(
+                f"{f}: BitNet tensor {name!r} is {packed.dtype} {packed.shape}; expected "
+                "uint8 [N/4, K] (4 ternary rows per byte)"
+            )
+        codes = unpack_bitnet(packed)
+        if codes.max(initial=0) > 2:
+            raise ValueError(f"{f}: BitNet tensor {name!r} holds code 3 (w = 2): not ternary")
+        scale = self._weight_scale(name)
+        return codes.view(np.int8) - 1, np.full(codes.shape[0], scale, np.float32)
+
+    def _weight_scale(self, name: str) -> np.float32:
+        """The multiplier of a BitNet linear's weights, from its weight_scale tensor."""
+        scale_name = name.removesuffix(".weight") + ".weight_scale"
+        if not self.has(scale_name):
+            raise ValueError(
+                f"{self.file_of(name)}: BitNet weight {name!r} has no {scale_name!r} "
+                "(expected one value)"
+            )
+        ws = self.float32(scale_name)
+        if ws.size != 1:
+            raise ValueError(
+                f"{self.file_of(scale_name)}: tensor {scale_name!r} has shape {ws.shape}, "
+                "expected one value"
+            )
+        scale = np.float32(ws.reshape(()))
+        if self.bitnet_class == "bitlinear":
+            with np.errstate(divide="ignore"):  # 0 gives inf, refused below
+                scale = np.float32(1) / scale
+        if not np.isfinite(scale):
+            raise ValueError(
+                f"{self.file_of(scale_name)}: tensor {scale_name!r} is {ws.item()}, which "
+                f"gives the weights of {name!r} a scale of {scale}"
+            )
+        return scale

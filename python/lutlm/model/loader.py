@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from lutlm.formats import packed  # a module, not names: packed imports lutlm.model
 from lutlm.formats.gguf import GGUFModelFile
-from lutlm.formats.safetensors_dir import HFModelDir
+from lutlm.formats.safetensors_dir import BITNET_PACKED, HFModelDir
 from lutlm.model.decoder import Decoder, Embedding, LayerWeights
 from lutlm.model.linear import (
     WEIGHT_FORMATS,
@@ -19,7 +19,7 @@ from lutlm.model.linear import (
     fuse_gguf_linear,
     quantize_dense,
 )
-from lutlm.quant import int8_from_gguf_blocks
+from lutlm.quant import TernaryWeight, int8_from_gguf_blocks
 
 # GGUF tensor names of one layer, and which are stacked into one weight.
 GGUF_LAYER = {
@@ -126,14 +126,23 @@ def _build(
     c = config
 
     def check(name: str, shape: tuple[int, ...]) -> None:
-        got = f.tensor(name)[1]
+        kind, got, _ = f.tensor(name)
+        if got != shape and kind == BITNET_PACKED:  # stored [N/4, K]: say so, and where
+            raise ValueError(
+                f"{f.file_of(name)}: BitNet tensor {name!r} is uint8 {(got[0] // 4, got[1])}, "
+                f"expected ({shape[0] / 4:g}, {shape[1]}): {shape} packed 4 rows per byte"
+            )
         if got != shape:
             raise ValueError(f"{f.path}: tensor {name!r} has shape {got}, expected {shape}")
 
     def linear(role: str, i: int) -> Linear:
         names = [layer_names[p].format(i=i) for p in FUSED.get(role, (role,))]
         parts = [f.tensor(n) for n in names]
-        w = fuse_gguf_linear(parts, [partial(f.float32, n) for n in names], weights)
+        if all(kind == BITNET_PACKED for kind, _, _ in parts):  # exact whatever `weights`
+            t, scales = zip(*(f.ternary(n) for n in names), strict=True)
+            w: PackedWeight = TernaryWeight.pack(np.concatenate(t), np.concatenate(scales))
+        else:
+            w = fuse_gguf_linear(parts, [partial(f.float32, n) for n in names], weights)
         bias = None
         if role == "qkv" and c.qkv_bias:
             bias = np.concatenate(
@@ -152,7 +161,9 @@ def _build(
         check(fmt(layer_names["q"]), (c.num_heads * c.head_dim, D))
         check(fmt(layer_names["k"]), (kv, D))
         check(fmt(layer_names["v"]), (kv, D))
+        check(fmt(layer_names["o"]), (D, c.num_heads * c.head_dim))
         check(fmt(layer_names["gate"]), (c.intermediate_size, D))
+        check(fmt(layer_names["up"]), (c.intermediate_size, D))
         check(fmt(layer_names["down"]), (D, c.intermediate_size))
         layers.append(
             LayerWeights(

@@ -11,6 +11,7 @@ from lutlm.quant.ternary import (
     gguf_tq_arrays,
     quantize_ternary,
     ternarize,
+    unpack_bitnet,
 )
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "quantize_int8",
     "quantize_ternary",
     "ternarize",
+    "unpack_bitnet",
 ]
