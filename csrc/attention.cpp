@@ -21,9 +21,23 @@ namespace lutlm {
 
 namespace {
 
-// Queries per task: a long prefill splits into many tasks so every thread gets work;
-// each task converts the K/V blocks it reads to fp32 once for all its queries.
+// Tasks are (sequence, run of queries, run of keys): queries in runs of kQueriesPerTask,
+// keys in runs of kKeysPerSplit, each task a partial softmax, merged in key order.
+// The split points are fixed positions, so a query's result depends only on its own
+// sequence: not on the batch, how the prompt was chunked, or the thread count.
 constexpr int kQueriesPerTask = 32;
+constexpr int kKeysPerSplit = 512;
+
+struct Task {
+  int seq, j0, j1;   // queries j0..j1-1 of the sequence
+  int key0, key1;    // key positions key0..key1-1 (before the causal cut)
+  int64_t partial;   // first row of this task's partial results
+};
+
+struct QueryRun {
+  int seq, j0, j1;
+  size_t first_task, num_tasks;  // its key splits, in key order
+};
 
 }  // namespace
 
@@ -39,68 +53,108 @@ void write_kv_cache(const float* k, const float* v, const int32_t* slots, int64_
 
 void paged_attention(const AttentionArgs& a, float* out) {
   const IsaKernels& kern = active_kernels();
-  const int group = a.n_heads / a.n_kv_heads;
-  const int64_t kv_row = (int64_t)a.n_kv_heads * a.head_dim;
-  // Tasks: (sequence, kv head, chunk of queries); first_task[s] is sequence s's first.
-  std::vector<int> first_task(a.num_seqs + 1, 0);
+  const int group = a.n_heads / a.n_kv_heads, hd = a.head_dim, bs = a.block_size;
+  const int64_t kv_row = (int64_t)a.n_kv_heads * hd;
+  // Tasks cover every head of their queries, so a block's K and V (all kv heads, one
+  // contiguous run) are converted to fp32 in one call each.
+  std::vector<Task> tasks;
+  std::vector<QueryRun> runs;
+  int64_t partial_rows = 0;
   for (int s = 0; s < a.num_seqs; ++s) {
-    const int q_len = std::max(0, a.cu_q[s + 1] - a.cu_q[s]);
-    const int chunks = (q_len + kQueriesPerTask - 1) / kQueriesPerTask;
-    first_task[s + 1] = first_task[s] + chunks * a.n_kv_heads;
-  }
-  ThreadPool::instance().parallel_for(first_task[a.num_seqs], [&](int task) {
-    const int s = (int)(std::upper_bound(first_task.begin(), first_task.end(), task) -
-                        first_task.begin()) - 1;
-    const int local = task - first_task[s];
-    const int kvh = local % a.n_kv_heads, chunk = local / a.n_kv_heads;
-    const int q0 = a.cu_q[s], q_len = a.cu_q[s + 1] - q0, ctx = a.ctx_lens[s];
-    const int j0 = chunk * kQueriesPerTask, j1 = std::min(q_len, j0 + kQueriesPerTask);
-    const int hd = a.head_dim, bs = a.block_size;
-    const int64_t nq = (int64_t)(j1 - j0) * group;  // query rows of this task
-    std::vector<float> m(nq, -std::numeric_limits<float>::infinity()), l(nq, 0.0f);
-    std::vector<float> acc(nq * hd, 0.0f), kb((size_t)bs * hd), vb((size_t)bs * hd), p(bs);
-    const int32_t* table = a.block_tables + (int64_t)s * a.max_blocks;
-    const int last_pos = ctx - q_len + j1 - 1;  // causal: no query here sees beyond it
-    for (int b = 0; b * bs <= last_pos; ++b) {
-      const int64_t base = (int64_t)table[b] * bs * kv_row + (int64_t)kvh * hd;
-      const int n = std::min(bs, ctx - b * bs);
-      for (int i = 0; i < n; ++i) {
-        kern.fp16_to_fp32(a.k_cache + base + i * kv_row, kb.data() + i * hd, hd);
-        kern.fp16_to_fp32(a.v_cache + base + i * kv_row, vb.data() + i * hd, hd);
+    const int q_len = a.cu_q[s + 1] - a.cu_q[s], ctx = a.ctx_lens[s];
+    for (int j0 = 0; j0 < q_len; j0 += kQueriesPerTask) {
+      const int j1 = std::min(q_len, j0 + kQueriesPerTask);
+      const int keys = ctx - q_len + j1;  // the run's last query sees keys 0..keys-1
+      runs.push_back({s, j0, j1, tasks.size(), 0});
+      for (int k0 = 0; k0 < keys; k0 += kKeysPerSplit) {
+        tasks.push_back({s, j0, j1, k0, std::min(keys, k0 + kKeysPerSplit), partial_rows});
+        partial_rows += (int64_t)(j1 - j0) * a.n_heads;
       }
-      for (int j = j0; j < j1; ++j) {
-        const int visible = std::min(n, ctx - q_len + j - b * bs + 1);
-        if (visible <= 0) continue;
-        for (int g = 0; g < group; ++g) {
-          const int64_t r = (int64_t)(j - j0) * group + g;
-          const float* qv = a.q + ((int64_t)(q0 + j) * a.n_heads + kvh * group + g) * hd;
-          kern.dots_f32(qv, kb.data(), visible, hd, p.data());
-          float bmax = -std::numeric_limits<float>::infinity();
-          for (int i = 0; i < visible; ++i) bmax = std::max(bmax, p[i] *= a.scale);
-          // Online softmax: what was accumulated is rescaled when the maximum grows.
-          float* ar = acc.data() + r * hd;
-          float corr = 1.0f;
-          if (bmax > m[r]) {
-            corr = exp_f32_step(m[r] - bmax);
-            for (int d = 0; d < hd; ++d) ar[d] *= corr;
-            m[r] = bmax;
+      runs.back().num_tasks = tasks.size() - runs.back().first_task;
+    }
+  }
+  // Each task leaves (max, sum, unnormalized output) per query row for the merge.
+  std::vector<float> part_m(partial_rows), part_l(partial_rows), part_acc(partial_rows * hd);
+
+  ThreadPool::instance().parallel_for((int)tasks.size(), [&](int ti) {
+    const Task& t = tasks[ti];
+    const int q0 = a.cu_q[t.seq], q_len = a.cu_q[t.seq + 1] - q0, ctx = a.ctx_lens[t.seq];
+    const int64_t nq = (int64_t)(t.j1 - t.j0) * a.n_heads;  // rows: query x head
+    std::vector<float> m(nq, -std::numeric_limits<float>::infinity()), l(nq, 0.0f);
+    std::vector<float> acc(nq * hd, 0.0f), kb((size_t)bs * kv_row), vb((size_t)bs * kv_row);
+    std::vector<float> p(bs), krow((size_t)bs * hd), vrow((size_t)bs * hd);
+    const int32_t* table = a.block_tables + (int64_t)t.seq * a.max_blocks;
+    const int last_pos = std::min(t.key1 - 1, ctx - q_len + t.j1 - 1);  // causal cut
+    for (int b = t.key0 / bs; b * bs <= last_pos; ++b) {
+      const int k_lo = std::max(t.key0, b * bs), k_hi = std::min(t.key1, (b + 1) * bs);
+      if (k_lo >= k_hi) continue;
+      const int64_t base = (int64_t)table[b] * bs * kv_row;
+      const int n = k_hi - b * bs;  // slots 0..n-1 of the block exist in the cache
+      kern.fp16_to_fp32(a.k_cache + base, kb.data(), (int)(n * kv_row));
+      kern.fp16_to_fp32(a.v_cache + base, vb.data(), (int)(n * kv_row));
+      const int first = k_lo - b * bs;  // keys first..n-1 of the block are this task's
+      for (int kvh = 0; kvh < a.n_kv_heads; ++kvh) {
+        // This kv head's keys and values, contiguous for the dot and axpy kernels.
+        for (int i = first; i < n; ++i) {
+          std::copy_n(kb.data() + i * kv_row + kvh * hd, hd, krow.data() + (i - first) * hd);
+          std::copy_n(vb.data() + i * kv_row + kvh * hd, hd, vrow.data() + (i - first) * hd);
+        }
+        for (int j = t.j0; j < t.j1; ++j) {
+          const int visible = std::min(n, ctx - q_len + j - b * bs + 1) - first;
+          if (visible <= 0) continue;
+          for (int g = 0; g < group; ++g) {
+            const int h = kvh * group + g;
+            const int64_t r = (int64_t)(j - t.j0) * a.n_heads + h;
+            const float* qv = a.q + ((int64_t)(q0 + j) * a.n_heads + h) * hd;
+            kern.dots_f32(qv, krow.data(), visible, hd, p.data());
+            float bmax = -std::numeric_limits<float>::infinity();
+            for (int i = 0; i < visible; ++i) bmax = std::max(bmax, p[i] *= a.scale);
+            // Online softmax: what was accumulated is rescaled when the maximum grows.
+            float* ar = acc.data() + r * hd;
+            float corr = 1.0f;
+            if (bmax > m[r]) {
+              corr = exp_f32_step(m[r] - bmax);
+              for (int d = 0; d < hd; ++d) ar[d] *= corr;
+              m[r] = bmax;
+            }
+            for (int i = 0; i < visible; ++i) p[i] -= m[r];
+            kern.exp_f32(p.data(), p.data(), visible);
+            float sum = 0.0f;
+            for (int i = 0; i < visible; ++i) sum += p[i];
+            kern.axpys_f32(p.data(), vrow.data(), visible, hd, ar);
+            l[r] = l[r] * corr + sum;
           }
-          for (int i = 0; i < visible; ++i) p[i] -= m[r];
-          kern.exp_f32(p.data(), p.data(), visible);
-          float sum = 0.0f;
-          for (int i = 0; i < visible; ++i) sum += p[i];
-          kern.axpys_f32(p.data(), vb.data(), visible, hd, ar);
-          l[r] = l[r] * corr + sum;
         }
       }
     }
-    for (int j = j0; j < j1; ++j)
-      for (int g = 0; g < group; ++g) {
-        const int64_t r = (int64_t)(j - j0) * group + g;
-        float* o = out + ((int64_t)(q0 + j) * a.n_heads + kvh * group + g) * hd;
-        const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-        for (int d = 0; d < hd; ++d) o[d] = acc[r * hd + d] * inv;
+    std::copy(m.begin(), m.end(), part_m.begin() + t.partial);
+    std::copy(l.begin(), l.end(), part_l.begin() + t.partial);
+    std::copy(acc.begin(), acc.end(), part_acc.begin() + t.partial * hd);
+  });
+
+  // Merge each query run's splits in key order: m = max m_k, l = sum l_k e^(m_k - m),
+  // out = sum acc_k e^(m_k - m) / l (one split: exactly acc / l).
+  ThreadPool::instance().parallel_for((int)runs.size(), [&](int ri) {
+    const QueryRun& run = runs[ri];
+    const int64_t rows = (int64_t)(run.j1 - run.j0) * a.n_heads;
+    std::vector<float> o(hd);
+    for (int64_t r = 0; r < rows; ++r) {
+      float mx = -std::numeric_limits<float>::infinity();
+      for (size_t k = 0; k < run.num_tasks; ++k)
+        mx = std::max(mx, part_m[tasks[run.first_task + k].partial + r]);
+      float lsum = 0.0f;
+      std::fill(o.begin(), o.end(), 0.0f);
+      for (size_t k = 0; k < run.num_tasks; ++k) {
+        const int64_t pr = tasks[run.first_task + k].partial + r;
+        if (part_l[pr] == 0.0f) continue;  // no key of this split is visible to the row
+        const float w = exp_f32_step(part_m[pr] - mx);
+        lsum += part_l[pr] * w;
+        kern.axpys_f32(&w, part_acc.data() + pr * hd, 1, hd, o.data());
       }
+      const float inv = lsum > 0.0f ? 1.0f / lsum : 0.0f;
+      float* dst = out + ((int64_t)(a.cu_q[run.seq] + run.j0) * a.n_heads + r) * hd;
+      for (int d = 0; d < hd; ++d) dst[d] = o[d] * inv;
+    }
   });
 }
 
