@@ -165,3 +165,30 @@ def test_long_prefill_in_many_tasks_and_every_isa_agrees(rng):
         _C.set_isa(isa)
         np.testing.assert_array_equal(_C.paged_attention(*args), want, err_msg=isa)
         np.testing.assert_array_equal(_C.gated_act(gu), act, err_msg=isa)
+
+
+def test_long_context_key_splits_merge_exactly(rng):
+    """Contexts beyond 512 keys are processed in key splits merged afterwards: the result
+    matches the reference, and a query's bits do not depend on the rest of its batch or
+    on how its sequence was chunked (split points are fixed positions)."""
+    n_heads, n_kv, hd, bs = 4, 2, 64, 16
+    ctx = 1100
+    k_cache, v_cache, tables, keys, values = build_cache(rng, [ctx], n_kv, hd, bs, num_blocks=80)
+    q = (rng.standard_normal((ctx, n_heads, hd)) * 2).astype(np.float32)
+
+    def attend(q_rows, q_lens, ctx_lens):
+        cu = np.concatenate([[0], np.cumsum(q_lens)]).astype(np.int32)
+        tab = np.repeat(tables, len(q_lens), axis=0)
+        return _C.paged_attention(
+            q_rows, k_cache, v_cache, tab, np.array(ctx_lens, np.int32), cu, hd**-0.5
+        )
+
+    whole = attend(q, [ctx], [ctx])  # one prefill of all 1100 tokens
+    want = reference_attention(q[-40:], keys, values, [40], hd**-0.5)
+    np.testing.assert_allclose(whole[-40:], want, rtol=2e-4, atol=2e-5)
+    # The last 40 queries as a chunk over the cached prefix, and the last one as a decode
+    # step batched with a short sequence: the same bits as in the whole prefill.
+    np.testing.assert_array_equal(attend(q[-40:], [40], [ctx]), whole[-40:])
+    pair = attend(np.concatenate([q[-1:], q[:3]]), [1, 3], [ctx, 3])
+    np.testing.assert_array_equal(pair[:1], whole[-1:])
+    np.testing.assert_array_equal(pair[1:], whole[:3])
