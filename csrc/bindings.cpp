@@ -107,6 +107,17 @@ const uint16_t* half_data(const py::array& a, const char* name, bool writable) {
   return static_cast<const uint16_t*>(a.data());
 }
 
+void check_slots(const int32_t* slots, int64_t T, int64_t num_slots) {
+  for (int64_t t = 0; t < T; ++t)
+    if (slots[t] >= num_slots)
+      fail("slot_mapping[" + std::to_string(t) + "] = " + std::to_string(slots[t]) +
+           " is outside the cache of " + std::to_string(num_slots) + " slots");
+}
+
+uint16_t* writable_half(const py::array& a, const char* name) {
+  return const_cast<uint16_t*>(half_data(a, name, true));
+}
+
 void check_cache(const py::array& k, const py::array& v) {
   if (k.ndim() != 4) fail("k_cache must be 4-D [num_blocks, block_size, n_kv_heads, head_dim], got " + shape_str(k));
   if (v.ndim() != 4 || shape_str(k) != shape_str(v))
@@ -369,12 +380,9 @@ PYBIND11_MODULE(_C, mod) {
     const int64_t T = slots.shape(0);
     auto k = require<float>(k_obj, "k", "float32", {T, nkv, hd});
     auto v = require<float>(v_obj, "v", "float32", {T, nkv, hd});
-    for (int64_t t = 0; t < T; ++t)
-      if (slots.data()[t] >= nb * bs)
-        fail("slot_mapping[" + std::to_string(t) + "] = " + std::to_string(slots.data()[t]) +
-             " is outside the cache of " + std::to_string(nb * bs) + " slots");
-    uint16_t* kc = const_cast<uint16_t*>(half_data(k_cache, "k_cache", true));
-    uint16_t* vc = const_cast<uint16_t*>(half_data(v_cache, "v_cache", true));
+    check_slots(slots.data(), T, nb * bs);
+    uint16_t* kc = writable_half(k_cache, "k_cache");
+    uint16_t* vc = writable_half(v_cache, "v_cache");
     py::gil_scoped_release nogil;
     write_kv_cache(k.data(), v.data(), slots.data(), T, nkv * hd, kc, vc);
   }, py::arg("k"), py::arg("v"), py::arg("slot_mapping"), py::arg("k_cache"), py::arg("v_cache"),
@@ -397,12 +405,9 @@ PYBIND11_MODULE(_C, mod) {
     auto pos = require<int64_t>(pos_obj, "positions", "int64", {T});
     auto inv = require<float>(f_obj, "inv_freq", "float32", {hd / 2});
     auto slots = require<int32_t>(slots_obj, "slot_mapping", "int32", {T});
-    for (int64_t t = 0; t < T; ++t)
-      if (slots.data()[t] >= nb * bs)
-        fail("slot_mapping[" + std::to_string(t) + "] = " + std::to_string(slots.data()[t]) +
-             " is outside the cache of " + std::to_string(nb * bs) + " slots");
-    uint16_t* kc = const_cast<uint16_t*>(half_data(k_cache, "k_cache", true));
-    uint16_t* vc = const_cast<uint16_t*>(half_data(v_cache, "v_cache", true));
+    check_slots(slots.data(), T, nb * bs);
+    uint16_t* kc = writable_half(k_cache, "k_cache");
+    uint16_t* vc = writable_half(v_cache, "v_cache");
     py::array_t<float> q({T, n_heads, hd});
     {
       py::gil_scoped_release nogil;

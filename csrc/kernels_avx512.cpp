@@ -39,6 +39,22 @@ void mad_ternary_tile_avx512(const int8_t* x8, int32_t x_sum, const int8_t* wq, 
   _mm512_storeu_si512(acc, _mm512_add_epi32(_mm512_loadu_si512(acc), r));
 }
 
+// One group's fp32 update of the 16 rows from their integer dots (y = d*dot*xs, plus
+// m*xsum8*xs, or d*(dot - 8 xsum8)*xs without minimums), shared by every INT4 kernel.
+inline __m512 int4_group_update(__m512i dot, const uint16_t* d, const uint16_t* m, int g,
+                                int32_t xsum8, float xs, __m512 yv) {
+  const __m512 dg = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(d + g * 16)));
+  const __m512i xsum = _mm512_set1_epi32(xsum8);
+  const __m512 xsv = _mm512_set1_ps(xs);
+  if (m) {
+    const __m512 mg = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(m + g * 16)));
+    yv = _mm512_fmadd_ps(dg, _mm512_mul_ps(_mm512_cvtepi32_ps(dot), xsv), yv);
+    return _mm512_fmadd_ps(mg, _mm512_mul_ps(_mm512_cvtepi32_ps(xsum), xsv), yv);
+  }
+  const __m512i t = _mm512_sub_epi32(dot, _mm512_slli_epi32(xsum, 3));
+  return _mm512_fmadd_ps(dg, _mm512_mul_ps(_mm512_cvtepi32_ps(t), xsv), yv);
+}
+
 // Weights of four consecutive quads, from the quad layout (four 64-byte loads) or from
 // the nibble layout (two octets: the low nibbles are the first quad, the high the next).
 template <bool kNibbles>
@@ -75,17 +91,7 @@ void mad_int4_avx512(const int8_t* x8, const float* xs, const int32_t* xsum8, co
     }
     const __m512i dot =
         _mm512_add_epi32(_mm512_add_epi32(a[0], a[1]), _mm512_add_epi32(a[2], a[3]));
-    const __m512 dg = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(d + g * 16)));
-    const __m512i xsum = _mm512_set1_epi32(xsum8[g]);
-    const __m512 xsv = _mm512_set1_ps(xs[g]);
-    if (m) {
-      const __m512 mg = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(m + g * 16)));
-      yv = _mm512_fmadd_ps(dg, _mm512_mul_ps(_mm512_cvtepi32_ps(dot), xsv), yv);
-      yv = _mm512_fmadd_ps(mg, _mm512_mul_ps(_mm512_cvtepi32_ps(xsum), xsv), yv);
-    } else {
-      const __m512i t = _mm512_sub_epi32(dot, _mm512_slli_epi32(xsum, 3));
-      yv = _mm512_fmadd_ps(dg, _mm512_mul_ps(_mm512_cvtepi32_ps(t), xsv), yv);
-    }
+    yv = int4_group_update(dot, d, m, g, xsum8[g], xs[g], yv);
   }
   _mm512_storeu_ps(y, yv);
 }
@@ -111,21 +117,9 @@ void mad_int4_rows_avx512(const int8_t* x8, int64_t x_stride, const float* xs,
         a[r][1] = _mm512_dpbusd_epi32(a[r][1], w1, bcast_x4(xr + 4));
       }
     }
-    const __m512 dg = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(d + g * 16)));
-    const __m512 mg =
-        m ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(m + g * 16))) : _mm512_setzero_ps();
-    for (int r = 0; r < R; ++r) {
-      const __m512i dot = _mm512_add_epi32(a[r][0], a[r][1]);
-      const __m512i xsum = _mm512_set1_epi32(xsum8[r * g_stride + g]);
-      const __m512 xsv = _mm512_set1_ps(xs[r * g_stride + g]);
-      if (m) {
-        yv[r] = _mm512_fmadd_ps(dg, _mm512_mul_ps(_mm512_cvtepi32_ps(dot), xsv), yv[r]);
-        yv[r] = _mm512_fmadd_ps(mg, _mm512_mul_ps(_mm512_cvtepi32_ps(xsum), xsv), yv[r]);
-      } else {
-        const __m512i t = _mm512_sub_epi32(dot, _mm512_slli_epi32(xsum, 3));
-        yv[r] = _mm512_fmadd_ps(dg, _mm512_mul_ps(_mm512_cvtepi32_ps(t), xsv), yv[r]);
-      }
-    }
+    for (int r = 0; r < R; ++r)
+      yv[r] = int4_group_update(_mm512_add_epi32(a[r][0], a[r][1]), d, m, g,
+                                xsum8[r * g_stride + g], xs[r * g_stride + g], yv[r]);
   }
   for (int r = 0; r < R; ++r) _mm512_storeu_ps(y + 16 * r, yv[r]);
 }

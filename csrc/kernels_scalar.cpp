@@ -133,17 +133,22 @@ void mad_ternary_tile_scalar(const int8_t* x8, int32_t /*x_sum*/, const int8_t* 
       for (int i = 0; i < 4; ++i) acc[r] += (int32_t)x8[4 * q + i] * wq[4 * r + i];
 }
 
+// dot[r] = sum over `quads` quads of x . w[r] (exact), weights in quad layout.
+template <typename W>
+void group_dot(const int8_t* x, const W* wq, int quads, int32_t dot[16]) {
+  for (int r = 0; r < kTileRows; ++r) dot[r] = 0;
+  for (int q = 0; q < quads; ++q, x += 4, wq += 64)
+    for (int r = 0; r < kTileRows; ++r)
+      for (int i = 0; i < 4; ++i) dot[r] += (int32_t)x[i] * wq[4 * r + i];
+}
+
 void mad_int4_tile_scalar(const int8_t* x8, const float* xs, const int32_t* xsum8, const uint8_t* wq,
                           const uint16_t* d, const uint16_t* m, int groups, int group_size,
                           float y[16]) {
   const int quads = group_size / 4;
-  for (int g = 0; g < groups; ++g) {
-    int32_t dot[16] = {0};
-    for (int q = 0; q < quads; ++q, wq += 64) {
-      const int8_t* x = x8 + (g * quads + q) * 4;
-      for (int r = 0; r < kTileRows; ++r)
-        for (int i = 0; i < 4; ++i) dot[r] += (int32_t)x[i] * wq[4 * r + i];
-    }
+  for (int g = 0; g < groups; ++g, wq += quads * 64) {
+    int32_t dot[16];
+    group_dot(x8 + g * group_size, wq, quads, dot);
     for (int r = 0; r < kTileRows; ++r) {
       const float dg = fp16_to_fp32(d[g * 16 + r]);
       if (m) {
@@ -160,13 +165,9 @@ void mad_int8_tile_scalar(const int8_t* x8, const float* xs, const int32_t* /*xs
                           const int8_t* wq, const uint16_t* d, int groups, int group_size,
                           float y[16]) {
   const int quads = group_size / 4;
-  for (int g = 0; g < groups; ++g) {
-    int32_t dot[16] = {0};
-    for (int q = 0; q < quads; ++q, wq += 64) {
-      const int8_t* x = x8 + (g * quads + q) * 4;
-      for (int r = 0; r < kTileRows; ++r)
-        for (int i = 0; i < 4; ++i) dot[r] += (int32_t)x[i] * wq[4 * r + i];
-    }
+  for (int g = 0; g < groups; ++g, wq += quads * 64) {
+    int32_t dot[16];
+    group_dot(x8 + g * group_size, wq, quads, dot);
     for (int r = 0; r < kTileRows; ++r)
       y[r] = std::fma(fp16_to_fp32(d[g * 16 + r]), (float)dot[r] * xs[g], y[r]);
   }

@@ -68,3 +68,18 @@ def unpack_group_scales(s: np.ndarray, N: int) -> np.ndarray:
     """The inverse of pack_group_scales, as float32 [N, G]."""
     G = s.shape[1]
     return s.view(np.float16).transpose(0, 2, 1).reshape(-1, G)[:N].astype(np.float32)
+
+
+def gguf_block_rows(
+    blocks: np.ndarray, shape: tuple[int, int], ggml_type: str, block_k: int, block_bytes: int
+) -> np.ndarray:
+    """A GGUF block-quantized tensor's raw bytes as [N, K / block_k, block_bytes], after
+    checking that K is whole blocks and the byte count matches, naming the type."""
+    N, K = shape
+    if K % block_k:
+        raise ValueError(f"{ggml_type} rows must be a multiple of {block_k} long, got K={K}")
+    raw = np.ascontiguousarray(blocks, dtype=np.uint8).reshape(-1)
+    need = N * (K // block_k) * block_bytes
+    if raw.size != need:
+        raise ValueError(f"{ggml_type} tensor of shape {shape} needs {need} bytes, got {raw.size}")
+    return raw.reshape(N, K // block_k, block_bytes)

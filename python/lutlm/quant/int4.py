@@ -18,6 +18,7 @@ from lutlm.quant._common import (
     as_matrix,
     check_group_size,
     check_method,
+    gguf_block_rows,
     num_groups,
     pack_group_scales,
     padded_groups,
@@ -169,15 +170,8 @@ def gguf_q4_arrays(
     if ggml_type not in _GGUF_BLOCK_BYTES:
         raise ValueError(f"ggml_type must be Q4_0 or Q4_1, got {ggml_type!r}")
     N, K = shape
-    if K % 32:
-        raise ValueError(f"{ggml_type} rows must be a multiple of 32 long, got K={K}")
     bb = _GGUF_BLOCK_BYTES[ggml_type]
-    raw = np.ascontiguousarray(blocks, dtype=np.uint8).reshape(-1)
-    if raw.size != N * (K // 32) * bb:
-        raise ValueError(
-            f"{ggml_type} tensor of shape {shape} needs {N * (K // 32) * bb} bytes, got {raw.size}"
-        )
-    b = raw.reshape(N, K // 32, bb)
+    b = gguf_block_rows(blocks, shape, ggml_type, 32, bb)
     d = np.ascontiguousarray(b[..., 0:2]).view(np.float16)[..., 0]
     m = None
     if ggml_type == "Q4_1":

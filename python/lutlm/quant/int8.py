@@ -17,6 +17,7 @@ from lutlm.quant._common import (
     activations,
     as_matrix,
     check_group_size,
+    gguf_block_rows,
     pack_group_scales,
     padded_groups,
     unpack_group_scales,
@@ -116,13 +117,7 @@ def gguf_q8_arrays(blocks: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarr
     """Unpack GGUF Q8_0 blocks to codes q int8 [N, K] and fp16 scales d [N, K/32].
     Arguments as for :func:`int8_from_gguf_blocks`."""
     N, K = shape
-    if K % 32:
-        raise ValueError(f"Q8_0 rows must be a multiple of 32 long, got K={K}")
-    raw = np.ascontiguousarray(blocks, dtype=np.uint8).reshape(-1)
-    need = N * (K // 32) * _Q8_0_BLOCK_BYTES
-    if raw.size != need:
-        raise ValueError(f"Q8_0 tensor of shape {shape} needs {need} bytes, got {raw.size}")
-    b = raw.reshape(N, K // 32, _Q8_0_BLOCK_BYTES)
+    b = gguf_block_rows(blocks, shape, "Q8_0", 32, _Q8_0_BLOCK_BYTES)
     d = np.ascontiguousarray(b[..., :2]).view(np.float16)[..., 0]
     q = np.ascontiguousarray(b[..., 2:]).view(np.int8).reshape(N, K)
     return q, d

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lutlm import _C
-from lutlm.quant._common import activations, as_matrix, check_method
+from lutlm.quant._common import activations, as_matrix, check_method, gguf_block_rows
 
 
 def ternarize(w: np.ndarray, per_row: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -105,15 +105,8 @@ def gguf_tq_arrays(
     if ggml_type not in _TQ_BLOCK_BYTES:
         raise ValueError(f"ggml_type must be TQ1_0 or TQ2_0, got {ggml_type!r}")
     N, K = shape
-    if K % 256:
-        raise ValueError(f"{ggml_type} rows must be a multiple of 256 long, got K={K}")
     bb = _TQ_BLOCK_BYTES[ggml_type]
-    raw = np.ascontiguousarray(blocks, dtype=np.uint8).reshape(-1)
-    if raw.size != N * (K // 256) * bb:
-        raise ValueError(
-            f"{ggml_type} tensor of shape {shape} needs {N * (K // 256) * bb} bytes, got {raw.size}"
-        )
-    b = raw.reshape(N, K // 256, bb)
+    b = gguf_block_rows(blocks, shape, ggml_type, 256, bb)
     d = np.ascontiguousarray(b[..., bb - 2 :]).view(np.float16)[..., 0]
     if ggml_type == "TQ2_0":
         qs = b[..., :64].reshape(N, K // 256, 2, 1, 32)
