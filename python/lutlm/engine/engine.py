@@ -166,9 +166,11 @@ class LLMEngine:
             req = s.req
             start = req.num_computed_tokens
             req.num_computed_tokens += s.num_new_tokens
-            self.blocks.cache_full_blocks(
-                req.block_table, req.block_hashes, req.all_ids, req.num_computed_tokens
-            )
+            if req.num_computed_tokens // self.block_size > len(req.block_hashes):
+                # A block just filled up: hash it (all_ids copies the whole sequence).
+                self.blocks.cache_full_blocks(
+                    req.block_table, req.block_hashes, req.all_ids, req.num_computed_tokens
+                )
             if req.params.prompt_logprobs is not None:
                 self._prompt_logprobs(req, start, s.num_new_tokens, logits, row)
             if req.num_computed_tokens < req.num_tokens:
