@@ -51,11 +51,13 @@ struct IsaKernels {
                              const int32_t* xsum8, int64_t g_stride, const uint8_t* wq,
                              const uint16_t* d, const uint16_t* m, int groups, int group_size,
                              float* y);
-  // The same from the nibble layout (quant_types.h), decoded in registers: bit-identical
-  // to mad_int4_tile on the decoded codes. Pays off for few rows of x.
-  void (*mad_int4_nibble_tile)(const int8_t* x8, const float* xs, const int32_t* xsum8,
-                               const uint8_t* codes, const uint16_t* d, const uint16_t* m,
-                               int groups, int group_size, float y[16]);
+  // mad_int4_tile_rows from the nibble layout (quant_types.h), decoded in registers once
+  // for all the rows: bit-identical to mad_int4_tile on the decoded codes. Pays off for
+  // few rows of x (decode GEMVs: one row, two with act_bits 16).
+  void (*mad_int4_nibble_tile_rows)(int rows, const int8_t* x8, int64_t x_stride,
+                                    const float* xs, const int32_t* xsum8, int64_t g_stride,
+                                    const uint8_t* codes, const uint16_t* d, const uint16_t* m,
+                                    int groups, int group_size, float* y);
   // INT8 (wq is the packed weight itself, q in -128..127; x8 in -127..127): per group
   // t = sum_{k in g} x8[k] * q[r][k] (exact), then y[r] = fma(d, t*xs[g], y[r]).
   // xsum8 is for kernels that multiply by q+128 (unsigned) and subtract 128*xsum8[g].
@@ -162,18 +164,21 @@ void mad_int4_rows_one_by_one(int rows, const int8_t* x8, int64_t x_stride, cons
                group_size, y + 16 * r);
 }
 
-// mad_int4_nibble_tile for ISAs without their own: each group decoded, then the quad
-// kernel on it (group by group, so the fp32 operations are the same).
+// mad_int4_nibble_tile_rows for ISAs without their own: each group decoded, then the
+// quad kernel on it, row by row (so the fp32 operations are the same).
 template <void (*QuadKernel)(const int8_t*, const float*, const int32_t*, const uint8_t*,
                              const uint16_t*, const uint16_t*, int, int, float*)>
-void mad_int4_nibbles_by_group(const int8_t* x8, const float* xs, const int32_t* xsum8,
-                               const uint8_t* codes, const uint16_t* d, const uint16_t* m,
-                               int groups, int group_size, float y[16]) {
+void mad_int4_nibbles_by_group(int rows, const int8_t* x8, int64_t x_stride, const float* xs,
+                               const int32_t* xsum8, int64_t g_stride, const uint8_t* codes,
+                               const uint16_t* d, const uint16_t* m, int groups, int group_size,
+                               float* y) {
   uint8_t wq[128 * 16];  // one group of up to 128 k, 16 rows
   for (int g = 0; g < groups; ++g) {
     unpack_nibble_octets(codes + (size_t)g * group_size * 8, group_size / 8, wq);
-    QuadKernel(x8 + (size_t)g * group_size, xs + g, xsum8 + g, wq, d + g * 16,
-               m ? m + g * 16 : nullptr, 1, group_size, y);
+    for (int r = 0; r < rows; ++r)
+      QuadKernel(x8 + r * x_stride + (size_t)g * group_size, xs + r * g_stride + g,
+                 xsum8 + r * g_stride + g, wq, d + g * 16, m ? m + g * 16 : nullptr, 1,
+                 group_size, y + 16 * r);
   }
 }
 

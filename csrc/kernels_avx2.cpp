@@ -415,6 +415,7 @@ void mad_int4_avx2(const int8_t* x8, const float* xs, const int32_t* xsum8, cons
   mad_int4_avx2_rows<kNibbles, 1>(x8, 0, xs, xsum8, 0, wq, d, m, groups, group_size, y);
 }
 
+template <bool kNibbles>
 void mad_int4_tile_rows_avx2(int rows, const int8_t* x8, int64_t x_stride, const float* xs,
                              const int32_t* xsum8, int64_t g_stride, const uint8_t* wq,
                              const uint16_t* d, const uint16_t* m, int groups, int group_size,
@@ -422,11 +423,11 @@ void mad_int4_tile_rows_avx2(int rows, const int8_t* x8, int64_t x_stride, const
   for (int r = 0; r < rows; r += 2) {
     const int64_t o = r * g_stride;
     if (rows - r >= 2)
-      mad_int4_avx2_rows<false, 2>(x8 + r * x_stride, x_stride, xs + o, xsum8 + o, g_stride, wq,
-                                   d, m, groups, group_size, y + 16 * r);
+      mad_int4_avx2_rows<kNibbles, 2>(x8 + r * x_stride, x_stride, xs + o, xsum8 + o, g_stride,
+                                      wq, d, m, groups, group_size, y + 16 * r);
     else
-      mad_int4_avx2_rows<false, 1>(x8 + r * x_stride, x_stride, xs + o, xsum8 + o, g_stride, wq,
-                                   d, m, groups, group_size, y + 16 * r);
+      mad_int4_avx2_rows<kNibbles, 1>(x8 + r * x_stride, x_stride, xs + o, xsum8 + o, g_stride,
+                                      wq, d, m, groups, group_size, y + 16 * r);
   }
 }
 
@@ -466,7 +467,7 @@ void mad_int8_tile_avx2(const int8_t* x8, const float* xs, const int32_t* /*xsum
 const IsaKernels kAvx2Kernels = {
     "avx2", avx2::ternary_tables_avx2, avx2::int4_tables_avx2, avx2::lut_ternary_tile_avx2,
     avx2::lut_int4_tile_avx2, avx2::mad_ternary_tile_avx2, avx2::mad_int4_avx2<false>,
-    avx2::mad_int4_tile_rows_avx2, avx2::mad_int4_avx2<true>,
+    avx2::mad_int4_tile_rows_avx2<false>, avx2::mad_int4_tile_rows_avx2<true>,
     avx2::mad_int8_tile_avx2, avx2::fp16_to_fp32_avx2, avx2::fp32_to_fp16_avx2,
     avx2::dot_f32_avx2, avx2::exp_f32_avx2, avx2::dots_f32_avx2,
     avx2::axpys_f32_avx2, 512, 8,

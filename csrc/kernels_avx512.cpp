@@ -98,7 +98,7 @@ void mad_int4_avx512(const int8_t* x8, const float* xs, const int32_t* xsum8, co
 
 // R rows share each weight load; per row the integer dot and the fp32 epilogue are
 // mad_int4_avx512's, in the same order.
-template <int R>
+template <bool kNibbles, int R>
 void mad_int4_rows_avx512(const int8_t* x8, int64_t x_stride, const float* xs,
                           const int32_t* xsum8, int64_t g_stride, const uint8_t* wq,
                           const uint16_t* d, const uint16_t* m, int groups, int group_size,
@@ -109,8 +109,20 @@ void mad_int4_rows_avx512(const int8_t* x8, int64_t x_stride, const float* xs,
   for (int g = 0; g < groups; ++g) {
     __m512i a[R][2];
     for (int r = 0; r < R; ++r) a[r][0] = a[r][1] = _mm512_setzero_si512();
-    for (int q = 0; q < quads; q += 2, wq += 128) {
-      const __m512i w0 = _mm512_loadu_si512(wq), w1 = _mm512_loadu_si512(wq + 64);
+    for (int q = 0; q < quads; q += 2) {
+      __m512i w0, w1;
+      if constexpr (kNibbles) {  // one octet: low nibbles quad q, high nibbles quad q + 1
+        const __m512i nib = _mm512_set1_epi8(0x0f);
+        _mm_prefetch((const char*)(wq + kNibblePrefetchBytes), _MM_HINT_T0);
+        const __m512i v = _mm512_loadu_si512(wq);
+        w0 = _mm512_and_si512(v, nib);
+        w1 = _mm512_and_si512(_mm512_srli_epi16(v, 4), nib);
+        wq += 64;
+      } else {
+        w0 = _mm512_loadu_si512(wq);
+        w1 = _mm512_loadu_si512(wq + 64);
+        wq += 128;
+      }
       for (int r = 0; r < R; ++r) {
         const int8_t* xr = x8 + r * x_stride + g * group_size + 4 * q;
         a[r][0] = _mm512_dpbusd_epi32(a[r][0], w0, bcast_x4(xr));
@@ -124,15 +136,17 @@ void mad_int4_rows_avx512(const int8_t* x8, int64_t x_stride, const float* xs,
   for (int r = 0; r < R; ++r) _mm512_storeu_ps(y + 16 * r, yv[r]);
 }
 
+template <bool kNibbles>
 void mad_int4_tile_rows_avx512(int rows, const int8_t* x8, int64_t x_stride, const float* xs,
                                const int32_t* xsum8, int64_t g_stride, const uint8_t* wq,
                                const uint16_t* d, const uint16_t* m, int groups, int group_size,
                                float* y) {
   switch (rows) {
-    case 4: return mad_int4_rows_avx512<4>(x8, x_stride, xs, xsum8, g_stride, wq, d, m, groups, group_size, y);
-    case 3: return mad_int4_rows_avx512<3>(x8, x_stride, xs, xsum8, g_stride, wq, d, m, groups, group_size, y);
-    case 2: return mad_int4_rows_avx512<2>(x8, x_stride, xs, xsum8, g_stride, wq, d, m, groups, group_size, y);
-    default: return mad_int4_rows_avx512<1>(x8, x_stride, xs, xsum8, g_stride, wq, d, m, groups, group_size, y);
+    case 4: return mad_int4_rows_avx512<kNibbles, 4>(x8, x_stride, xs, xsum8, g_stride, wq, d, m, groups, group_size, y);
+    case 3: return mad_int4_rows_avx512<kNibbles, 3>(x8, x_stride, xs, xsum8, g_stride, wq, d, m, groups, group_size, y);
+    case 2: return mad_int4_rows_avx512<kNibbles, 2>(x8, x_stride, xs, xsum8, g_stride, wq, d, m, groups, group_size, y);
+    default:  // one row: four accumulators hide vpdpbusd's latency better than two
+      return mad_int4_avx512<kNibbles>(x8, xs, xsum8, wq, d, m, groups, group_size, y);
   }
 }
 
@@ -169,7 +183,7 @@ void mad_int8_tile_avx512(const int8_t* x8, const float* xs, const int32_t* xsum
 const IsaKernels kAvx512Kernels = {
     "avx512", avx2::ternary_tables_avx2, avx2::int4_tables_avx2, avx2::lut_ternary_tile_avx2,
     avx2::lut_int4_tile_avx2, avx512::mad_ternary_tile_avx512, avx512::mad_int4_avx512<false>,
-    avx512::mad_int4_tile_rows_avx512, avx512::mad_int4_avx512<true>,
+    avx512::mad_int4_tile_rows_avx512<false>, avx512::mad_int4_tile_rows_avx512<true>,
     avx512::mad_int8_tile_avx512, avx2::fp16_to_fp32_avx2, avx2::fp32_to_fp16_avx2,
     avx2::dot_f32_avx2, avx2::exp_f32_avx2, avx2::dots_f32_avx2,
     avx2::axpys_f32_avx2, 64, 8,
