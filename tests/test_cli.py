@@ -31,6 +31,7 @@ def test_info_command_text_and_json():
     info = json.loads(out.stdout)
     assert info["isa"] == "scalar" and info["num_threads"] == 1
     assert info["kernels"]["int4_gemm"]
+    assert info["kernels"]["int4_nibbles"] == {"any M": "mad/scalar"}
 
 
 def test_info_rejects_unknown_isa():

@@ -17,10 +17,14 @@ def cpu_info() -> dict[str, Any]:
             f"M<={lut_max['ternary']}": f"lut/{info['isa']}",
             f"M>{lut_max['ternary']}": f"mad/{info['isa']}",
         },
+        # Bit-plane layout (the quantizer's default): LUT below the crossover.
         "int4_gemm": {
             f"M<={lut_max['int4']}": f"lut/{info['isa']}",
             f"M>{lut_max['int4']}": f"mad/{info['isa']}",
         },
+        # Nibble layout, what model layers load as: MAD at every batch size.
+        "int4_nibbles": {"any M": f"mad/{info['isa']}"},
+        "int8_gemm": {"any M": f"mad/{info['isa']}"},
     }
     return info
 
