@@ -37,22 +37,18 @@ struct IsaKernels {
   // x_sum = sum_k x8[k], for kernels that multiply by w+1 (unsigned) and subtract it.
   void (*mad_ternary_tile)(const int8_t* x8, int32_t x_sum, const int8_t* wq, int k_len,
                            int32_t acc[16]);
-  // INT4 with codes q in 0..15 and activations quantized per weight group (scale xs[g]):
+  // INT4 with codes q in 0..15 and activations quantized per weight group (scale xs[g]),
+  // for `rows` (1..kMadRows) rows of activations at once (row r at x8 + r * x_stride,
+  // xs / xsum8 + r * g_stride, y + 16 r; each weight load serves every row). Per row:
   // dot = sum_{k in g} x8[k] * q[r][k] (exact), then y[r] = fma(d, dot*xs[g], y[r]);
   // fma(m, xsum8[g]*xs[g], y[r]) when m is given, else
   // y[r] = fma(d, (dot - 8*xsum8[g])*xs[g], y[r]), in this order for every ISA.
-  void (*mad_int4_tile)(const int8_t* x8, const float* xs, const int32_t* xsum8, const uint8_t* wq,
-                        const uint16_t* d, const uint16_t* m, int groups, int group_size,
-                        float y[16]);
-  // mad_int4_tile for `rows` (1..kMadRows) rows of activations at once, row r at x8 +
-  // r * x_stride, xs / xsum8 + r * g_stride, y + 16 r: each weight load serves every
-  // row. Bit-identical to mad_int4_tile row by row.
   void (*mad_int4_tile_rows)(int rows, const int8_t* x8, int64_t x_stride, const float* xs,
                              const int32_t* xsum8, int64_t g_stride, const uint8_t* wq,
                              const uint16_t* d, const uint16_t* m, int groups, int group_size,
                              float* y);
   // mad_int4_tile_rows from the nibble layout (quant_types.h), decoded in registers once
-  // for all the rows: bit-identical to mad_int4_tile on the decoded codes. Pays off for
+  // for all the rows: bit-identical to mad_int4_tile_rows on the decoded codes. Pays off for
   // few rows of x (decode GEMVs: one row, two with act_bits 16).
   void (*mad_int4_nibble_tile_rows)(int rows, const int8_t* x8, int64_t x_stride,
                                     const float* xs, const int32_t* xsum8, int64_t g_stride,

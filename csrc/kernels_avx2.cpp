@@ -367,8 +367,8 @@ inline void int4_group_update(__m256i dot0, __m256i dot1, const uint16_t* d, con
 }
 
 // R rows of activations (row r at x8 + r * x_stride, xs / xsum8 + r * g_stride, y + 16 r)
-// share each weight load; mad_int4_tile and mad_int4_tile_rows are its R = 1 and R = 2
-// forms. 16 ymm registers hold two rows' accumulators without spilling.
+// share each weight load; mad_int4_tile_rows runs it with R = 2 and 1 (16 ymm registers
+// hold two rows' accumulators without spilling).
 template <bool kNibbles, int R>
 void mad_int4_avx2_rows(const int8_t* x8, int64_t x_stride, const float* xs,
                         const int32_t* xsum8, int64_t g_stride, const uint8_t* wq,
@@ -407,12 +407,6 @@ void mad_int4_avx2_rows(const int8_t* x8, int64_t x_stride, const float* xs,
     _mm256_storeu_ps(y + 16 * r, y0[r]);
     _mm256_storeu_ps(y + 16 * r + 8, y1[r]);
   }
-}
-
-template <bool kNibbles>
-void mad_int4_avx2(const int8_t* x8, const float* xs, const int32_t* xsum8, const uint8_t* wq,
-                   const uint16_t* d, const uint16_t* m, int groups, int group_size, float y[16]) {
-  mad_int4_avx2_rows<kNibbles, 1>(x8, 0, xs, xsum8, 0, wq, d, m, groups, group_size, y);
 }
 
 template <bool kNibbles>
@@ -466,7 +460,7 @@ void mad_int8_tile_avx2(const int8_t* x8, const float* xs, const int32_t* /*xsum
 
 const IsaKernels kAvx2Kernels = {
     "avx2", avx2::ternary_tables_avx2, avx2::int4_tables_avx2, avx2::lut_ternary_tile_avx2,
-    avx2::lut_int4_tile_avx2, avx2::mad_ternary_tile_avx2, avx2::mad_int4_avx2<false>,
+    avx2::lut_int4_tile_avx2, avx2::mad_ternary_tile_avx2,
     avx2::mad_int4_tile_rows_avx2<false>, avx2::mad_int4_tile_rows_avx2<true>,
     avx2::mad_int8_tile_avx2, avx2::fp16_to_fp32_avx2, avx2::fp32_to_fp16_avx2,
     avx2::dot_f32_avx2, avx2::exp_f32_avx2, avx2::dots_f32_avx2,

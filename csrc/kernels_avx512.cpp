@@ -182,7 +182,7 @@ void mad_int8_tile_avx512(const int8_t* x8, const float* xs, const int32_t* xsum
 
 const IsaKernels kAvx512Kernels = {
     "avx512", avx2::ternary_tables_avx2, avx2::int4_tables_avx2, avx2::lut_ternary_tile_avx2,
-    avx2::lut_int4_tile_avx2, avx512::mad_ternary_tile_avx512, avx512::mad_int4_avx512<false>,
+    avx2::lut_int4_tile_avx2, avx512::mad_ternary_tile_avx512,
     avx512::mad_int4_tile_rows_avx512<false>, avx512::mad_int4_tile_rows_avx512<true>,
     avx512::mad_int8_tile_avx512, avx2::fp16_to_fp32_avx2, avx2::fp32_to_fp16_avx2,
     avx2::dot_f32_avx2, avx2::exp_f32_avx2, avx2::dots_f32_avx2,

@@ -226,7 +226,7 @@ void mad_int8_tile_neon(const int8_t* x8, const float* xs, const int32_t* /*xsum
 
 const IsaKernels kNeonKernels = {
     "neon", ternary_tables_scalar, int4_tables_scalar, lut_ternary_tile_neon, lut_int4_tile_neon,
-    mad_ternary_tile_neon, mad_int4_tile_neon, mad_int4_rows_one_by_one<mad_int4_tile_neon>,
+    mad_ternary_tile_neon, mad_int4_rows_one_by_one<mad_int4_tile_neon>,
     mad_int4_nibbles_by_group<mad_int4_tile_neon>,
     mad_int8_tile_neon, fp16_to_fp32_neon,
     fp32_to_fp16_neon, dot_f32_neon, exp_f32_neon, dots_f32_neon,

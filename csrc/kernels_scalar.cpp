@@ -177,7 +177,7 @@ void mad_int8_tile_scalar(const int8_t* x8, const float* xs, const int32_t* /*xs
 
 const IsaKernels kScalarKernels = {
     "scalar", ternary_tables_scalar, int4_tables_scalar, lut_ternary_tile_scalar, lut_int4_tile_scalar,
-    mad_ternary_tile_scalar, mad_int4_tile_scalar, mad_int4_rows_one_by_one<mad_int4_tile_scalar>,
+    mad_ternary_tile_scalar, mad_int4_rows_one_by_one<mad_int4_tile_scalar>,
     mad_int4_nibbles_by_group<mad_int4_tile_scalar>, mad_int8_tile_scalar, fp16_to_fp32_scalar,
     fp32_to_fp16_scalar, dot_f32_scalar, exp_f32_scalar, dots_f32_scalar, axpys_f32_scalar,
     64, 8,

@@ -304,7 +304,7 @@ std::vector<uint8_t> to_nibbles(const std::vector<uint8_t>& wq, int k_len) {
   return out;
 }
 
-// st: NEON mad_int4_tile; nib: NEON mad_int4_nibble_tile_rows (one row) on the same codes in the nibble
+// st: NEON mad_int4_tile_rows (one row); nib: NEON mad_int4_nibble_tile_rows (one row) on the same codes in the nibble
 // layout, both against the scalar mad_int4_tile.
 void test_mad_int4(Rng& rng, Stats& st, Stats& nib) {
   for (int i = 0; i < 1000; ++i) {
@@ -339,9 +339,9 @@ void test_mad_int4(Rng& rng, Stats& st, Stats& nib) {
     Guarded<float> ref, got;
     init_pair(ref, got, rng, true);
     const uint16_t* mp = with_m ? m.data() : nullptr;
-    kScalarKernels.mad_int4_tile(xt.data(), xs.data(), xsum8.data(), wq.data(), d.data(), mp, groups,
+    kScalarKernels.mad_int4_tile_rows(1, xt.data(), 0, xs.data(), xsum8.data(), 0, wq.data(), d.data(), mp, groups,
                                  group_size, ref.p());
-    kNeonKernels.mad_int4_tile(xt.data(), xs.data(), xsum8.data(), wq.data(), d.data(), mp, groups,
+    kNeonKernels.mad_int4_tile_rows(1, xt.data(), 0, xs.data(), xsum8.data(), 0, wq.data(), d.data(), mp, groups,
                                group_size, got.p());
     const std::string what =
         "groups=" + std::to_string(groups) + " group_size=" + std::to_string(group_size) +
@@ -351,7 +351,7 @@ void test_mad_int4(Rng& rng, Stats& st, Stats& nib) {
     ++st.cases;
     Guarded<float> got_nib;
     init_pair(ref, got_nib, rng, true);
-    kScalarKernels.mad_int4_tile(xt.data(), xs.data(), xsum8.data(), wq.data(), d.data(), mp,
+    kScalarKernels.mad_int4_tile_rows(1, xt.data(), 0, xs.data(), xsum8.data(), 0, wq.data(), d.data(), mp,
                                  groups, group_size, ref.p());
     const auto codes = to_nibbles(wq, k_len);
     kNeonKernels.mad_int4_nibble_tile_rows(1, xt.data(), 0, xs.data(), xsum8.data(), 0,
@@ -589,7 +589,7 @@ int main() {
   }
   std::printf("comparing %s against %s\n", kNeonKernels.name, kScalarKernels.name);
   Stats all[] = {{"ternary_tables"},   {"int4_tables"},      {"lut_ternary_tile"},
-                 {"lut_int4_tile"},    {"mad_ternary_tile"}, {"mad_int4_tile"},
+                 {"lut_int4_tile"},    {"mad_ternary_tile"}, {"mad_int4_tile_rows"},
                  {"mad_int8_tile"},    {"mad_int4_nibble_rows"}, {"exp/dots/axpys_f32"}};
   test_ternary_tables(rng, all[0]);
   test_int4_tables(rng, all[1]);
