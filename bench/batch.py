@@ -7,7 +7,8 @@ batch sizes, and where a step's time goes.
 B requests of 12 random prompt tokens are prefilled, then decoded together for 64
 tokens each (temperature 0.8, as bench/serve.py). The breakdown times each native call
 from Python (wrapping lutlm._C before the model is built); "rest" is the step time
-outside them: scheduling, batch building, sampling and the Python between calls.
+outside them and outside sampling (timed on its own): scheduling, batch building and
+the Python between calls.
 """
 
 from __future__ import annotations
@@ -65,11 +66,20 @@ def main() -> int:
         f"- {platform.processor() or platform.machine()}, {args.threads} threads, "
         f"act_bits {args.act_bits}; command: `python bench/batch.py {shlex.join(sys.argv[1:])}`"
     )
-    print("\n| batch | tok/s | step ms | " + " | ".join(CALLS) + " | rest |")
-    print("|---" * (len(CALLS) + 4) + "|")
+    print("\n| batch | tok/s | step ms | " + " | ".join(CALLS) + " | sampling | rest |")
+    print("|---" * (len(CALLS) + 5) + "|")
     base = None
     for b in (int(v) for v in args.batches.split(",")):
         engine = LLMEngine(model, [], num_blocks=b * ((12 + args.decode) // 16 + 2))
+        sample = engine.sampler.sample
+
+        def timed_sample(*a, _sample=sample):
+            t = time.perf_counter()
+            out = _sample(*a)
+            spent["sampling"] += time.perf_counter() - t
+            return out
+
+        engine.sampler.sample = timed_sample
         for i in range(b):
             engine.add_request(
                 rng.integers(100, 20000, 12).tolist(),
@@ -84,7 +94,7 @@ def main() -> int:
             steps += 1
         wall = time.perf_counter() - t0
         base = base or tokens / wall
-        parts = [1e3 * spent[c] / steps for c in CALLS]
+        parts = [1e3 * spent[c] / steps for c in (*CALLS, "sampling")]
         rest = 1e3 * wall / steps - sum(parts)
         print(
             f"| {b} | {tokens / wall:.1f} ({tokens / wall / base:.2f}x) | "
