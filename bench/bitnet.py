@@ -15,7 +15,6 @@ read bandwidth (lutlm's probe, same run, same threads) / bytes read per token.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import platform
 import shlex
@@ -158,32 +157,6 @@ def bench_lutlm(path: Path, threads: int, prompt: list[int], decode: int) -> dic
     }
 
 
-def bench_llama_cpp(path: Path, threads: int, prompt: list[int], decode: int) -> dict | None:
-    if importlib.util.find_spec("llama_cpp") is None:
-        return None
-    from llama_cpp import Llama
-
-    llm = Llama(
-        model_path=str(path),
-        n_threads=threads,
-        n_threads_batch=threads,
-        n_ctx=len(prompt) + decode + 8,
-        n_batch=len(prompt) + decode + 8,
-        verbose=False,
-    )
-    best = 0.0
-    for _ in range(2):
-        llm.reset()
-        llm.eval(prompt)
-        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-        t1 = time.perf_counter()
-        for _ in range(decode):
-            llm.eval([tok])
-            tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-        best = max(best, decode / (time.perf_counter() - t1))
-    return {"tok_s": best}
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -204,7 +177,10 @@ def main() -> int:
     _C.set_num_threads(args.threads)
     bw = max(_C.read_bandwidth(1 << 30, 3) for _ in range(3))
     ours = bench_lutlm(args.gguf, args.threads, prompt, args.decode)
-    peer = bench_llama_cpp(args.gguf, args.threads, prompt, args.decode)
+    from e2e import bench_llamacpp  # the same llama.cpp timing loop as the SmolLM2 bench
+
+    llama = bench_llamacpp(args.gguf, args.threads, prompt, args.decode, repeats=2)
+    peer = {"tok_s": llama[1]} if llama else None
     roof = bw * 1e9 / ours["bytes_per_token"]
     lines = [
         f"Machine: {platform.machine()} {platform.processor()}; threads {args.threads}; "
