@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 LOGIT_BIAS_LIMIT = 100.0
 # The most top logprobs a request may ask for (OpenAI's top_logprobs, vLLM's default cap).
 MAX_LOGPROBS = 20
+# The most draft tokens prompt-lookup decoding may verify in one step.
+MAX_PROMPT_LOOKUP = 64
 
 
 def _is_int(value: object) -> bool:
@@ -64,6 +66,10 @@ class SamplingParams:
     ignore_eos: bool = False  # keep generating past EOS (engine's check)
     logprobs: int | None = None  # None, or number of top logprobs 0..20 to return
     prompt_logprobs: int | None = None  # logprobs of the prompt tokens (+ top k), like logprobs
+    # Prompt-lookup decoding: draft up to this many tokens per step by copying the span
+    # that followed the latest earlier occurrence of the sequence's last n-gram (in the
+    # prompt or the output so far), verified in one forward pass; 0 = off. Lossless.
+    prompt_lookup: int = 0
 
     def __post_init__(self) -> None:
         self.n = _int("n", self.n, ">= 1")
@@ -101,6 +107,11 @@ class SamplingParams:
         self.stop_token_ids = self._checked_stop_token_ids(self.stop_token_ids)
         if not isinstance(self.ignore_eos, bool):
             raise ValueError(f"ignore_eos must be a bool, got {self.ignore_eos!r}")
+        self.prompt_lookup = _int("prompt_lookup", self.prompt_lookup, f"0..{MAX_PROMPT_LOOKUP}")
+        if not 0 <= self.prompt_lookup <= MAX_PROMPT_LOOKUP:
+            raise ValueError(
+                f"prompt_lookup must be in [0, {MAX_PROMPT_LOOKUP}], got {self.prompt_lookup}"
+            )
         for name in ("logprobs", "prompt_logprobs"):
             value = getattr(self, name)
             if value is None:

@@ -1,0 +1,1 @@
+"""Front ends for the compiler-task models: prompts, answer extraction, verification."""
