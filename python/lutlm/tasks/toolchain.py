@@ -1,0 +1,320 @@
+"""Running the real compilers, assemblers and emulators that check a model's answer.
+
+Every verifier in lutlm.tasks goes through `run_tool`: an argv list (never a shell, so no
+user text is ever parsed by one), a wall-clock timeout that kills the whole process group
+(an emulated test that loops forever takes its children with it), output decoded leniently
+and capped, and a fresh temporary directory as working directory. Tools are looked up with
+`find_tool`, which also accepts the versioned names distributions install (opt-17,
+clang-17), so a machine with only a newer LLVM still verifies.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "MissingTool",
+    "ToolError",
+    "ToolResult",
+    "Target",
+    "TARGETS",
+    "find_tool",
+    "run_tool",
+    "workdir",
+    "get_target",
+    "trim_message",
+]
+
+# Enough for a compiler's diagnostics or a test's printed results; a runaway program that
+# prints forever must not exhaust memory or flood a JSON reply.
+DEFAULT_MAX_OUTPUT = 256 * 1024
+
+# Debian package that provides each tool, for the "install with" hint in messages.
+PACKAGES: dict[str, str] = {
+    "opt": "llvm",
+    "llc": "llvm",
+    "llvm-size": "llvm",
+    "llvm-mc": "llvm",
+    "clang": "clang",
+    "gcc": "gcc",
+    "objdump": "binutils",
+    "aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu",
+    "arm-linux-gnueabi-gcc": "gcc-arm-linux-gnueabi",
+    "riscv64-linux-gnu-gcc": "gcc-riscv64-linux-gnu",
+    "qemu-aarch64": "qemu-user",
+    "qemu-arm": "qemu-user",
+    "qemu-riscv64": "qemu-user",
+}
+
+
+class MissingTool(Exception):
+    """A tool a verifier needs is not installed; `tool` names it (as asked for, unversioned)."""
+
+    def __init__(self, tool: str, message: str | None = None) -> None:
+        self.tool = tool
+        if message is None:
+            pkg = PACKAGES.get(tool)
+            hint = f" (install with: apt-get install {pkg})" if pkg else ""
+            message = f"{tool} not found on PATH{hint}"
+        super().__init__(message)
+
+
+class ToolError(ValueError):
+    """A tool rejected its input (invalid IR, an assembly error); the message is the tool's."""
+
+    def __init__(self, tool: str, message: str) -> None:
+        self.tool = tool
+        super().__init__(message)
+
+
+@dataclass
+class ToolResult:
+    """What one tool run produced. returncode is None when the run timed out; a negative
+    returncode means the process died from that signal (a crash)."""
+
+    argv: list[str]
+    returncode: int | None
+    stdout: str
+    stderr: str
+    timed_out: bool
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.timed_out
+
+    def describe(self) -> str:
+        """How the run ended, in words: 'exit code 1', 'timed out', 'killed by SIGSEGV'."""
+        if self.timed_out:
+            return "timed out"
+        rc = self.returncode
+        if rc is not None and rc < 0:
+            try:
+                name = signal.Signals(-rc).name
+            except ValueError:
+                name = f"signal {-rc}"
+            return f"killed by {name}"
+        return f"exit code {rc}"
+
+
+_VERSIONED = re.compile(r"-(\d+)(?:\.(\d+))?$")
+
+
+def find_tool(name: str) -> str | None:
+    """Full path of `name`, or of its highest versioned variant (opt-17 before opt-15).
+
+    Distributions install several LLVM releases side by side with a version suffix and
+    often no unversioned name; the newest is the likeliest to accept a model's pass names.
+    A name containing a path separator is taken as a path.
+    """
+    if os.sep in name:
+        return name if os.path.isfile(name) and os.access(name, os.X_OK) else None
+    found = shutil.which(name)
+    if found:
+        return found
+    best: tuple[tuple[int, int], str] | None = None
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        try:
+            entries = os.listdir(directory or ".")
+        except OSError:
+            continue
+        for entry in entries:
+            if not entry.startswith(name + "-"):
+                continue
+            m = _VERSIONED.fullmatch(entry[len(name) :])
+            if not m:
+                continue
+            path = os.path.join(directory or ".", entry)
+            if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+                continue
+            version = (int(m.group(1)), int(m.group(2) or 0))
+            if best is None or version > best[0]:
+                best = (version, path)
+    return best[1] if best else None
+
+
+def _decode(data: bytes | None, limit: int) -> str:
+    if not data:
+        return ""
+    text = data[:limit].decode("utf-8", errors="replace")
+    if len(data) > limit:
+        text += f"\n[... {len(data) - limit} more bytes truncated]"
+    return text
+
+
+def run_tool(
+    argv: list[str],
+    *,
+    cwd: str | Path,
+    timeout: float,
+    stdin: str | None = None,
+    max_output: int = DEFAULT_MAX_OUTPUT,
+) -> ToolResult:
+    """Run argv (no shell) in cwd; kill its process group after `timeout` seconds.
+
+    argv[0] is resolved with find_tool, so "opt" finds opt-17 where only that exists;
+    MissingTool is raised when it cannot be found. The process gets its own session so a
+    timeout also kills anything it started (qemu's guest, a test's children). stdout and
+    stderr are decoded with errors="replace" and capped at max_output bytes each.
+    """
+    if not argv:
+        raise ValueError("run_tool needs a non-empty argv")
+    if timeout <= 0:
+        raise ValueError(f"timeout must be positive, got {timeout}")
+    exe = find_tool(argv[0])
+    if exe is None:
+        raise MissingTool(argv[0])
+    full = [exe, *argv[1:]]
+    proc = subprocess.Popen(
+        full,
+        cwd=str(cwd),
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    timed_out = False
+    try:
+        out, err = proc.communicate(
+            input=stdin.encode("utf-8") if stdin is not None else None, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        _kill_group(proc)
+        try:
+            out, err = proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a process ignoring SIGKILL
+            out, err = b"", b""
+    except BaseException:
+        _kill_group(proc)
+        proc.wait()
+        raise
+    stderr = _decode(err, max_output)
+    # Diagnostics name the tool by the path it was found at; users know it by its name.
+    if exe != argv[0]:
+        stderr = stderr.replace(exe + ":", argv[0] + ":")
+    # ...and name files by their path in the throw-away work directory.
+    stderr = stderr.replace(str(cwd).rstrip(os.sep) + os.sep, "")
+    return ToolResult(
+        argv=list(argv),
+        returncode=None if timed_out else proc.returncode,
+        stdout=_decode(out, max_output),
+        stderr=stderr,
+        timed_out=timed_out,
+    )
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.kill()
+    except ProcessLookupError:
+        pass
+
+
+@contextmanager
+def workdir(prefix: str = "lutlm-task-") -> Iterator[Path]:
+    """A fresh temporary directory, removed afterwards: every tool run happens in one, so
+    answers never see each other's files and nothing is written next to the user's."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as d:
+        yield Path(d)
+
+
+def trim_message(text: str, *, max_lines: int = 30, max_chars: int = 4000) -> str:
+    """The useful head of a tool's diagnostics, short enough to show or feed back to a model.
+
+    LLVM's crash reports end in a stack dump that says nothing about the input, so
+    everything from "PLEASE submit a bug report" on is dropped.
+    """
+    lines = []
+    for line in text.strip().splitlines():
+        if line.startswith("PLEASE submit a bug report") or line.startswith("Stack dump:"):
+            break
+        lines.append(line.rstrip())
+    if len(lines) > max_lines:
+        lines = lines[:max_lines] + [f"[... {len(lines) - max_lines} more lines]"]
+    msg = "\n".join(lines)
+    if len(msg) > max_chars:
+        msg = msg[:max_chars] + " [...]"
+    return msg
+
+
+@dataclass(frozen=True)
+class Target:
+    """How to build and run a program for one architecture.
+
+    compiler and qemu are tool names for find_tool; qemu is None for the host, whose
+    programs run directly. sysroot is passed to qemu-user with -L so that dynamically
+    linked programs find their loader; lutlm links statically anyway (`link_flags`).
+    """
+
+    name: str
+    triple: str
+    compiler: str
+    cflags: tuple[str, ...] = ()
+    link_flags: tuple[str, ...] = ()
+    qemu: str | None = None
+    sysroot: str | None = None
+
+    def run_argv(self, program: str | Path) -> list[str]:
+        """argv that runs a program built for this target on this (x86-64) host."""
+        if self.qemu is None:
+            return [str(program)]
+        argv = [self.qemu]
+        if self.sysroot:
+            argv += ["-L", self.sysroot]
+        return [*argv, str(program)]
+
+    def tools(self) -> list[str]:
+        """Every tool this target needs, for up-front MissingTool checks."""
+        return [self.compiler] + ([self.qemu] if self.qemu else [])
+
+
+TARGETS: dict[str, Target] = {
+    "x86_64": Target(name="x86_64", triple="x86_64-linux-gnu", compiler="gcc"),
+    "aarch64": Target(
+        name="aarch64",
+        triple="aarch64-linux-gnu",
+        compiler="aarch64-linux-gnu-gcc",
+        link_flags=("-static",),
+        qemu="qemu-aarch64",
+        sysroot="/usr/aarch64-linux-gnu",
+    ),
+    "armv5": Target(
+        name="armv5",
+        triple="arm-linux-gnueabi",
+        compiler="arm-linux-gnueabi-gcc",
+        cflags=("-march=armv5te", "-marm"),
+        link_flags=("-static",),
+        qemu="qemu-arm",
+        sysroot="/usr/arm-linux-gnueabi",
+    ),
+    "riscv64": Target(
+        name="riscv64",
+        triple="riscv64-linux-gnu",
+        compiler="riscv64-linux-gnu-gcc",
+        link_flags=("-static",),
+        qemu="qemu-riscv64",
+        sysroot="/usr/riscv64-linux-gnu",
+    ),
+}
+
+
+def get_target(name: str) -> Target:
+    """TARGETS[name], or a ValueError that lists the known targets."""
+    try:
+        return TARGETS[name]
+    except KeyError:
+        known = ", ".join(sorted(TARGETS))
+        raise ValueError(f"unknown target {name!r}; known targets: {known}") from None
