@@ -32,6 +32,8 @@ __all__ = [
     "workdir",
     "get_target",
     "trim_message",
+    "resolve_tests",
+    "tail",
 ]
 
 # Enough for a compiler's diagnostics or a test's printed results; a runaway program that
@@ -173,6 +175,8 @@ def run_tool(
     if exe is None:
         raise MissingTool(argv[0])
     full = [exe, *argv[1:]]
+    # The C locale gives ASCII quotes and English diagnostics, the same on every machine,
+    # so a message fed back to a model reads the way its training data did.
     proc = subprocess.Popen(
         full,
         cwd=str(cwd),
@@ -180,6 +184,7 @@ def run_tool(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        env={**os.environ, "LC_ALL": "C", "LANG": "C"},
     )
     timed_out = False
     try:
@@ -231,12 +236,17 @@ def workdir(prefix: str = "lutlm-task-") -> Iterator[Path]:
         yield Path(d)
 
 
+_TOOL_PATH = re.compile(r"(?m)^/\S*/(ld|as|collect2|ld\.bfd|ld\.gold)(?=:)")
+
+
 def trim_message(text: str, *, max_lines: int = 30, max_chars: int = 4000) -> str:
     """The useful head of a tool's diagnostics, short enough to show or feed back to a model.
 
     LLVM's crash reports end in a stack dump that says nothing about the input, so
     everything from "PLEASE submit a bug report" on is dropped.
     """
+    # gcc's driver names its linker and assembler by their full install paths.
+    text = _TOOL_PATH.sub(r"\1", text)
     lines = []
     for line in text.strip().splitlines():
         if line.startswith("PLEASE submit a bug report") or line.startswith("Stack dump:"):
@@ -318,3 +328,37 @@ def get_target(name: str) -> Target:
     except KeyError:
         known = ", ".join(sorted(TARGETS))
         raise ValueError(f"unknown target {name!r}; known targets: {known}") from None
+
+
+def resolve_tests(tests: str | Path | list[str | Path]) -> list[tuple[str, str]]:
+    """(name, C source) of each test driver.
+
+    `tests` is a directory (its *.c files, sorted), a file, or a list of files. A string
+    that is not an existing path but contains a newline is taken as a driver's source
+    text (what an HTTP client sends), named test_<i>.c. A path that does not exist is a
+    ValueError: a typo must not look like "no tests".
+    """
+    items = tests if isinstance(tests, list | tuple) else [tests]
+    found: list[tuple[str, str]] = []
+    for i, item in enumerate(items):
+        if isinstance(item, str) and "\n" in item:
+            found.append((f"test_{i}.c", item))
+            continue
+        path = Path(item)
+        if path.is_dir():
+            for f in sorted(path.glob("*.c")):
+                found.append((f.name, f.read_text(encoding="utf-8", errors="replace")))
+        elif path.is_file():
+            found.append((path.name, path.read_text(encoding="utf-8", errors="replace")))
+        else:
+            raise ValueError(f"test {str(item)!r} is neither a file nor a directory")
+    names = [n for n, _ in found]
+    if len(set(names)) != len(names):
+        # Two drivers called test.c from different directories: keep both, distinctly.
+        found = [(f"{i}_{n}", src) for i, (n, src) in enumerate(found)]
+    return found
+
+
+def tail(text: str, limit: int = 2000) -> str:
+    """The last `limit` characters of a program's output: where failures are reported."""
+    return text if len(text) <= limit else "[...]" + text[-limit:]

@@ -1,0 +1,252 @@
+"""Checking transpiled assembly (the transpile task) against the x86-64 original.
+
+An assembly-to-assembly model's answer for aarch64, armv5 or riscv64 is checked the way
+the CRT paper's evaluation did: by behaviour. Each test driver (a C program with main()
+that calls the function(s) the assembly defines and prints results) is built twice:
+natively with the x86-64 reference assembly, giving the expected output and exit status,
+and with the target's cross gcc and the candidate assembly, run under qemu-user. The
+answer is verified when every driver prints the same and exits the same way. The cross
+build is static, so qemu needs no target libraries at run time (-L sysroot is passed
+anyway, for toolchains whose static libc is missing).
+
+Drivers should print with fixed-width types (int, int32_t): `long` is 64-bit on x86-64
+and riscv64 but 32-bit on armv5.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+
+from .report import Verification
+from .toolchain import (
+    TARGETS,
+    MissingTool,
+    ToolResult,
+    find_tool,
+    get_target,
+    resolve_tests,
+    run_tool,
+    tail,
+    trim_message,
+    workdir,
+)
+
+__all__ = ["verify_transpiled"]
+
+_DIFF_LINES = 20
+
+
+def _diff(expected: ToolResult, actual: ToolResult) -> str:
+    """A short unified diff of two runs' stdout plus their exit status when it differs."""
+    lines = list(
+        difflib.unified_diff(
+            expected.stdout.splitlines(),
+            actual.stdout.splitlines(),
+            fromfile="x86-64 reference",
+            tofile="candidate",
+            lineterm="",
+        )
+    )
+    if len(lines) > _DIFF_LINES:
+        lines = lines[:_DIFF_LINES] + [f"[... {len(lines) - _DIFF_LINES} more diff lines]"]
+    if expected.returncode != actual.returncode or expected.timed_out != actual.timed_out:
+        lines.append(f"reference: {expected.describe()}; candidate: {actual.describe()}")
+    return "\n".join(lines)
+
+
+def verify_transpiled(
+    asm: str,
+    target: str,
+    tests: str | Path | list[str | Path],
+    *,
+    reference_asm: str,
+    timeout: float = 10,
+    compile_timeout: float = 60,
+    cflags: tuple[str, ...] = ("-O0",),
+) -> Verification:
+    """Run each test driver with the candidate `asm` (for `target`) under qemu-user and
+    compare stdout and exit status with the same driver linked to `reference_asm` (x86-64,
+    AT&T or, with its `.intel_syntax noprefix` directive, Intel) run natively.
+
+    target: one of TARGETS except the host ("aarch64", "armv5", "riscv64"); anything else
+    is a ValueError listing them. tests: see toolchain.resolve_tests.
+
+    "failed": the candidate does not assemble (the assembler's message), does not link
+    with a driver (e.g. the function is missing), or a driver's output or exit status
+    differs (a short diff), including a timeout under qemu. "verified": all drivers agree.
+    "unverified": no tests; the host gcc, the cross gcc or qemu is missing (named in
+    `tool`); or the reference side could not be built or run (a problem with the tests or
+    the reference, not with the answer; details["reference_error"]).
+    details: target, passed, total, tests: [{name, status, expected_stdout, stdout,
+    expected_returncode, returncode, timed_out, diff}].
+    """
+    foreign = sorted(n for n, t in TARGETS.items() if t.qemu)
+    if target not in foreign:
+        raise ValueError(f"unknown transpile target {target!r}; targets: {', '.join(foreign)}")
+    tgt = get_target(target)
+    host = TARGETS["x86_64"]
+    found = resolve_tests(tests)
+    details: dict = {"target": target, "tests": []}
+    if not found:
+        return Verification("unverified", "no tests given", details=details)
+    for tool in [host.compiler, *tgt.tools()]:
+        if find_tool(tool) is None:
+            e = MissingTool(tool)
+            return Verification("unverified", str(e), tool=tool, details=details)
+
+    results: list[dict] = details["tests"]
+    try:
+        with workdir() as d:
+            (d / "reference.s").write_text(reference_asm, encoding="utf-8")
+            (d / "candidate.s").write_text(asm, encoding="utf-8")
+
+            res = run_tool(
+                [host.compiler, "-c", "reference.s", "-o", "reference.o"],
+                cwd=d,
+                timeout=compile_timeout,
+            )
+            if not res.ok:
+                msg = trim_message(res.stderr) or res.describe()
+                details["reference_error"] = msg
+                return Verification(
+                    "unverified",
+                    f"the x86-64 reference assembly does not assemble:\n{msg}",
+                    tool=host.compiler,
+                    details=details,
+                )
+            res = run_tool(
+                [tgt.compiler, *tgt.cflags, "-c", "candidate.s", "-o", "candidate.o"],
+                cwd=d,
+                timeout=compile_timeout,
+            )
+            if not res.ok:
+                msg = trim_message(res.stderr) or res.describe()
+                return Verification(
+                    "failed",
+                    f"the candidate does not assemble for {target}:\n{msg}",
+                    tool=tgt.compiler,
+                    details=details,
+                )
+
+            for i, (name, src) in enumerate(found):
+                stem = f"t{i}_{re.sub(r'[^A-Za-z0-9_]', '_', Path(name).stem)}"
+                driver = d / f"{stem}.c"
+                driver.write_text(src, encoding="utf-8")
+                entry: dict = {"name": name}
+                results.append(entry)
+
+                # Reference side: a failure here is the test's or the reference's fault.
+                ref_exe = d / f"{stem}.x86_64"
+                build = run_tool(
+                    [host.compiler, *cflags, driver.name, "reference.o", "-o", ref_exe.name],
+                    cwd=d,
+                    timeout=compile_timeout,
+                )
+                if not build.ok:
+                    msg = trim_message(build.stderr) or build.describe()
+                    details["reference_error"] = f"{name}: {msg}"
+                    entry["status"] = "reference build failed"
+                    return Verification(
+                        "unverified",
+                        f"test {name} does not build with the x86-64 reference:\n{msg}",
+                        tool=host.compiler,
+                        details=details,
+                    )
+                expected = run_tool(host.run_argv(ref_exe), cwd=d, timeout=timeout)
+                if expected.timed_out:
+                    details["reference_error"] = f"{name}: reference run timed out"
+                    entry["status"] = "reference timed out"
+                    return Verification(
+                        "unverified",
+                        f"test {name} timed out after {timeout:g} s with the x86-64 reference",
+                        details=details,
+                    )
+                entry["expected_stdout"] = tail(expected.stdout)
+                entry["expected_returncode"] = expected.returncode
+
+                # Candidate side: the driver alone must cross-compile (else the test is
+                # not portable), then linking and running judge the candidate.
+                obj = d / f"{stem}.{target}.o"
+                build = run_tool(
+                    [tgt.compiler, *tgt.cflags, *cflags, "-c", driver.name, "-o", obj.name],
+                    cwd=d,
+                    timeout=compile_timeout,
+                )
+                if not build.ok:
+                    msg = trim_message(build.stderr) or build.describe()
+                    details["reference_error"] = f"{name}: {msg}"
+                    entry["status"] = "driver does not cross-compile"
+                    return Verification(
+                        "unverified",
+                        f"test {name} does not compile for {target}:\n{msg}",
+                        tool=tgt.compiler,
+                        details=details,
+                    )
+                exe = d / f"{stem}.{target}"
+                link = run_tool(
+                    [
+                        tgt.compiler,
+                        *tgt.cflags,
+                        *tgt.link_flags,
+                        obj.name,
+                        "candidate.o",
+                        "-o",
+                        exe.name,
+                    ],
+                    cwd=d,
+                    timeout=compile_timeout,
+                )
+                if not link.ok:
+                    entry["status"] = "link failed"
+                    entry["diff"] = trim_message(link.stderr) or link.describe()
+                    continue
+                actual = run_tool(tgt.run_argv(exe), cwd=d, timeout=timeout)
+                entry.update(
+                    stdout=tail(actual.stdout),
+                    returncode=actual.returncode,
+                    timed_out=actual.timed_out,
+                )
+                same = (
+                    not actual.timed_out
+                    and actual.stdout == expected.stdout
+                    and actual.returncode == expected.returncode
+                )
+                if same:
+                    entry["status"] = "passed"
+                else:
+                    entry["status"] = "timed out" if actual.timed_out else "output differs"
+                    entry["diff"] = _diff(expected, actual)
+                    if actual.stderr.strip():
+                        entry["stderr"] = tail(actual.stderr)
+    except MissingTool as e:
+        return Verification("unverified", str(e), tool=e.tool, details=details)
+
+    failed = [r for r in results if r["status"] != "passed"]
+    details["total"] = len(results)
+    details["passed"] = len(results) - len(failed)
+    runner = tgt.qemu or tgt.compiler
+    if not failed:
+        return Verification(
+            "verified",
+            f"all {len(results)} tests agree with the x86-64 reference under {runner}",
+            tool=runner,
+            details=details,
+        )
+    first = failed[0]
+    if first["status"] == "link failed":
+        what = f"does not link with the candidate:\n{first['diff']}"
+        tool = tgt.compiler
+    elif first["status"] == "timed out":
+        what = f"timed out after {timeout:g} s under {runner}"
+        tool = runner
+    else:
+        what = f"differs from the x86-64 reference:\n{first['diff']}"
+        tool = runner
+    return Verification(
+        "failed",
+        f"{len(failed)} of {len(results)} tests failed; test {first['name']} {what}",
+        tool=tool,
+        details=details,
+    )
