@@ -125,6 +125,137 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- compiler tasks ----------------------------------------------------------------------
+
+
+def _task_params(args: argparse.Namespace, preset):
+    """The preset's generation defaults, with the flags the user gave on top."""
+    return preset.sampling_params(
+        n=args.n,
+        max_tokens=args.max_tokens,
+        temperature=1.0 if args.temperature is None and args.n > 1 else args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        seed=args.seed,
+        prompt_lookup=args.prompt_lookup,
+    )
+
+
+def _read_text(path: str, what: str) -> str:
+    from pathlib import Path
+
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"{path}: no such {what} file")
+    return file.read_text(encoding="utf-8", errors="replace")
+
+
+def _report(result, as_json: bool) -> int:
+    """Print a task's result; exit 0 when verified or unverified, 1 when a tool failed it."""
+    import json
+
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(result.answer if result.answer is not None else result.text)
+        v = result.verification
+        tool = f" ({v.tool})" if v.tool else ""
+        print(f"\n[{v.status}{tool}] {v.message}", file=sys.stderr)
+    return 1 if result.status == "failed" else 0
+
+
+def _cmd_optimize_ir(args: argparse.Namespace) -> int:
+    from lutlm.tasks.optimize_ir import TASK, optimize_ir
+    from lutlm.tasks.presets import get_preset
+
+    preset = get_preset(args.preset, TASK)
+    ir = _read_text(args.file, "LLVM-IR")
+    llm = _load(args)
+    result = optimize_ir(
+        llm,
+        ir,
+        preset=preset,
+        n=args.n,
+        max_retries=args.max_retries,
+        params=_task_params(args, preset),
+        timeout=args.timeout,
+    )
+    return _report(result, args.json)
+
+
+def _cmd_decompile(args: argparse.Namespace) -> int:
+    from lutlm.tasks.decompile import TASK, decompile
+    from lutlm.tasks.presets import get_preset
+
+    preset = get_preset(args.preset, TASK)
+    if args.asm:
+        source = {"asm": _read_text(args.binary, "assembly")}
+    else:
+        if not args.function:
+            raise ValueError("--function NAME is required when decompiling a binary")
+        source = {"binary": args.binary, "function": args.function}
+    llm = _load(args)
+    result = decompile(
+        llm,
+        **source,
+        tests=args.tests or [],
+        preset=preset,
+        n=args.n,
+        params=_task_params(args, preset),
+        timeout=args.timeout,
+    )
+    return _report(result, args.json)
+
+
+def _cmd_transpile(args: argparse.Namespace) -> int:
+    from lutlm.tasks.presets import get_preset
+    from lutlm.tasks.transpile import TASK, transpile
+
+    preset = get_preset(args.preset, TASK)
+    preset.target_name(args.to)  # an unsupported target fails before the model loads
+    asm = _read_text(args.file, "assembly")
+    c_code = _read_text(args.source, "C source") if args.source else None
+    llm = _load(args)
+    result = transpile(
+        llm,
+        asm,
+        args.to,
+        tests=args.tests or [],
+        preset=preset,
+        c_code=c_code,
+        n=args.n,
+        params=_task_params(args, preset),
+        timeout=args.timeout,
+    )
+    return _report(result, args.json)
+
+
+def _task_args(p: argparse.ArgumentParser, task: str, default_preset: str) -> None:
+    from lutlm.tasks.presets import presets_for
+
+    p.add_argument(
+        "--model",
+        help="the task model: a .gguf file, HF directory or `lutlm quantize` output",
+    )
+    p.add_argument(
+        "--preset",
+        default=default_preset,
+        help=f"prompt preset ({', '.join(presets_for(task))}; default {default_preset})",
+    )
+    p.add_argument("--json", action="store_true", help="print the result and report as JSON")
+    p.add_argument("-n", "--n", type=int, default=1, help="answers to sample (best of n)")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per tool run")
+    _weight_args(p)
+    p.add_argument("--max-tokens", type=int, help="default: the preset's")
+    p.add_argument("--temperature", type=float, help="default: 0 (greedy), 1 when sampling n > 1")
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument(
+        "--prompt-lookup", type=int, help="draft tokens per step from the prompt (default 8)"
+    )
+
+
 def _weight_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--weights",
@@ -213,6 +344,42 @@ def build_parser() -> argparse.ArgumentParser:
     quant.add_argument("out", help="the output directory (new or empty)")
     _weight_args(quant)
     quant.set_defaults(func=_cmd_quantize)
+    opt = sub.add_parser(
+        "optimize-ir",
+        help="a pass list for an LLVM-IR module from an LLM Compiler model, checked by opt",
+    )
+    opt.add_argument("file", help="the .ll file")
+    opt.add_argument(
+        "--max-retries", type=int, default=0, help="compiler-feedback rounds (default 0)"
+    )
+    _task_args(opt, "optimize-ir", "llm-compiler")
+    opt.set_defaults(func=_cmd_optimize_ir, timeout=60.0)
+    dec = sub.add_parser(
+        "decompile", help="C for a function of a binary, recompiled and run with your tests"
+    )
+    dec.add_argument("binary", help="an executable or object file (or assembly with --asm)")
+    dec.add_argument("--function", help="the function to decompile")
+    dec.add_argument(
+        "--asm", action="store_true", help="BINARY is a file of the function's assembly text"
+    )
+    dec.add_argument(
+        "--tests", nargs="+", metavar="FILE.c", help="C drivers whose main returns 0 on success"
+    )
+    _task_args(dec, "decompile", "llm4decompile")
+    dec.set_defaults(func=_cmd_decompile, timeout=10.0)
+    tra = sub.add_parser(
+        "transpile", help="x86-64 assembly to another ISA, run under qemu against your tests"
+    )
+    tra.add_argument("file", help="the x86-64 .s file (AT&T or Intel syntax)")
+    tra.add_argument(
+        "--to", required=True, choices=("aarch64", "armv5", "riscv64", "x86_64"), help="target"
+    )
+    tra.add_argument(
+        "--tests", nargs="+", metavar="DIR|FILE.c", help="C drivers that print results"
+    )
+    tra.add_argument("--source", help="the C source (the superopt preset shows it)")
+    _task_args(tra, "transpile", "crt")
+    tra.set_defaults(func=_cmd_transpile, timeout=10.0)
     return parser
 
 

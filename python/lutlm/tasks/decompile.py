@@ -30,11 +30,15 @@ def function_assembly(binary: str | Path, function: str, *, syntax: str = "att")
     """The cleaned objdump listing of `function` in `binary` (ValueError when the binary
     or the function is missing)."""
     from lutlm.tasks.disasm import objdump_function
+    from lutlm.tasks.toolchain import MissingTool
 
     path = Path(binary)
     if not path.is_file():
         raise ValueError(f"{path}: no such binary")
-    return objdump_function(path, function, syntax=syntax)
+    try:
+        return objdump_function(path, function, syntax=syntax)
+    except MissingTool as e:  # no listing, no prompt: an input error, not a verdict
+        raise ValueError(f"cannot disassemble {path}: {e}") from e
 
 
 def decompile(

@@ -47,8 +47,12 @@ def to_syntax(asm: str, syntax: str) -> str:
     if assembly_syntax(asm) == syntax:
         return asm
     from lutlm.tasks import disasm
+    from lutlm.tasks.toolchain import MissingTool
 
-    return disasm.att_to_intel(asm) if syntax == "intel" else disasm.intel_to_att(asm)
+    try:
+        return disasm.att_to_intel(asm) if syntax == "intel" else disasm.intel_to_att(asm)
+    except MissingTool as e:  # the model needs the other syntax: an input error
+        raise ValueError(f"cannot convert the assembly to {syntax} syntax: {e}") from e
 
 
 def transpile(
