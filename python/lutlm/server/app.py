@@ -37,6 +37,7 @@ from lutlm.server.protocol import (
     DetokenizeRequest,
     TokenizeRequest,
 )
+from lutlm.server.tasks_api import router as tasks_router
 
 log = logging.getLogger("lutlm.server")
 
@@ -132,6 +133,7 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     app = FastAPI(title="lutlm", lifespan=lifespan)
     app.state.lutlm = state
+    app.include_router(tasks_router)  # /v1/tasks/* (lutlm.server.tasks_api)
     if config.allowed_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
