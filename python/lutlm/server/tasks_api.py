@@ -1,0 +1,237 @@
+"""HTTP endpoints of the compiler tasks: POST /v1/tasks/optimize-ir, /v1/tasks/decompile and
+/v1/tasks/transpile. Each answers with the task's result (the answer, the model's text and
+the verification report) as JSON.
+
+A task runs in a worker thread: the verifiers block on compilers and emulators, which must
+not stall the event loop. Its generation requests go back to the loop and through the
+server's async engine like any completion, so they batch with other traffic, count against
+the in-flight limit and are aborted when the client goes away.
+
+Test drivers travel in the body as C source texts and are written to a fresh temporary
+directory here: a request never names a path on the server. A binary to decompile travels
+base64-encoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from lutlm.engine.sampling_params import SamplingParams
+from lutlm.outputs import RequestOutput
+from lutlm.server.protocol import APIError
+
+router = APIRouter()
+
+MAX_TESTS = 64
+MAX_TIMEOUT = 300.0  # seconds per tool run a client may ask for
+
+
+class _TaskRequest(BaseModel):
+    # Unknown fields are refused: a misspelt "tests" must not silently mean "no tests".
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    model: str | None = None
+    preset: str | None = None
+    n: int = Field(1, ge=1, le=64)
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+    prompt_lookup: int | None = None
+    timeout: float | None = Field(None, gt=0, le=MAX_TIMEOUT)
+
+
+class OptimizeIRRequest(_TaskRequest):
+    ir: str
+    max_retries: int = Field(0, ge=0, le=8)
+
+
+class DecompileRequest(_TaskRequest):
+    asm: str | None = None  # the function's assembly text, or:
+    binary: str | None = None  # an executable or object file, base64
+    function: str | None = None
+    tests: list[str] = Field(default_factory=list, max_length=MAX_TESTS)  # C driver sources
+
+
+class TranspileRequest(_TaskRequest):
+    asm: str
+    target: Literal["aarch64", "armv5", "riscv64", "x86_64"]
+    tests: list[str] = Field(default_factory=list, max_length=MAX_TESTS)
+    c_code: str | None = None
+
+
+class _EngineGenerator:
+    """`LLM.generate` / `LLM.chat` for a task thread, served by the server's async engine."""
+
+    def __init__(self, state: Any, loop: asyncio.AbstractEventLoop, request: Request) -> None:
+        self.state, self.loop, self.request = state, loop, request
+        self.tokenizer = state.tokenizer
+
+    def generate(self, prompts: list[str], params: SamplingParams) -> list[RequestOutput]:
+        return [self._complete(p, self.tokenizer.encode(p), params) for p in prompts]
+
+    def chat(self, messages: list[dict], params: SamplingParams) -> list[RequestOutput]:
+        try:
+            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+        except ValueError as e:
+            raise APIError(f"preset needs a chat template: {e}", param="preset") from None
+        return [self._complete(text, self.tokenizer.encode(text, add_special_tokens=False), params)]
+
+    def _complete(self, text: str, ids: list[int], params: SamplingParams) -> RequestOutput:
+        from lutlm.server import app  # app includes this router: import when used
+
+        app._check_context(self.state, len(ids), params.max_tokens, "prompt")
+        future = asyncio.run_coroutine_threadsafe(self._final(app, ids, params), self.loop)
+        final = future.result()
+        if final is None:  # the client went away and the request was aborted
+            raise APIError("the request was cancelled", 499, type="cancelled")
+        return self.state.llm.output(text, final)
+
+    async def _final(self, app: Any, ids: list[int], params: SamplingParams) -> Any:
+        from lutlm.engine.request import Request as EngineRequest
+
+        final = None
+        rid = f"task-{uuid.uuid4().hex}"
+        async for _, ev in app._run(self.state, [ids], params, rid, self.request):
+            if isinstance(ev, EngineRequest):
+                final = ev
+        return final
+
+
+def _preset(name: str | None, task: str, default: str) -> Any:
+    from lutlm.tasks.presets import get_preset
+
+    try:
+        return get_preset(name or default, task)
+    except ValueError as e:
+        raise APIError(str(e), param="preset") from None
+
+
+def _params(body: _TaskRequest, preset: Any) -> SamplingParams:
+    temperature = body.temperature
+    if temperature is None and body.n > 1:
+        temperature = 1.0  # best-of-n needs different samples
+    try:
+        return preset.sampling_params(
+            n=body.n,
+            max_tokens=body.max_tokens,
+            temperature=temperature,
+            top_p=body.top_p,
+            top_k=body.top_k,
+            seed=body.seed,
+            prompt_lookup=body.prompt_lookup,
+        )
+    except ValueError as e:
+        msg = str(e)
+        raise APIError(msg, param=msg.split(" ", 1)[0]) from None
+
+
+def _write_tests(directory: Path, sources: list[str]) -> list[str]:
+    paths = []
+    for i, src in enumerate(sources):
+        path = directory / f"test_{i}.c"
+        path.write_text(src, encoding="utf-8")
+        paths.append(str(path))
+    return paths
+
+
+async def _run_task(request: Request, body: _TaskRequest, fn: Any, *args: Any, **kw: Any):
+    state = request.app.state.lutlm
+    state.ready()
+    state.check_model(body.model)
+    gen = _EngineGenerator(state, asyncio.get_running_loop(), request)
+    try:
+        result = await asyncio.to_thread(fn, gen, *args, **kw)
+    except APIError:
+        raise
+    except ValueError as e:  # bad input: unknown target, missing function, invalid syntax
+        raise APIError(str(e)) from None
+    return JSONResponse(result.to_dict())
+
+
+@router.post("/v1/tasks/optimize-ir")
+async def optimize_ir_endpoint(body: OptimizeIRRequest, request: Request) -> JSONResponse:
+    from lutlm.tasks.optimize_ir import TASK, optimize_ir
+
+    preset = _preset(body.preset, TASK, "llm-compiler")
+    return await _run_task(
+        request,
+        body,
+        optimize_ir,
+        body.ir,
+        preset=preset,
+        n=body.n,
+        max_retries=body.max_retries,
+        params=_params(body, preset),
+        timeout=body.timeout or 60.0,
+    )
+
+
+@router.post("/v1/tasks/decompile")
+async def decompile_endpoint(body: DecompileRequest, request: Request) -> JSONResponse:
+    from lutlm.tasks.decompile import TASK, decompile
+
+    preset = _preset(body.preset, TASK, "llm4decompile")
+    if (body.asm is None) == (body.binary is None):
+        raise APIError("give exactly one of asm and binary", param="asm")
+    params = _params(body, preset)
+    with tempfile.TemporaryDirectory(prefix="lutlm-task-") as tmp:
+        d = Path(tmp)
+        source: dict[str, Any] = {"asm": body.asm}
+        if body.binary is not None:
+            if not body.function:
+                raise APIError("decompiling a binary needs function", param="function")
+            try:
+                data = base64.b64decode(body.binary, validate=True)
+            except (binascii.Error, ValueError):
+                raise APIError("binary is not valid base64", param="binary") from None
+            (d / "binary").write_bytes(data)
+            source = {"binary": d / "binary", "function": body.function}
+        return await _run_task(
+            request,
+            body,
+            decompile,
+            **source,
+            tests=_write_tests(d, body.tests),
+            preset=preset,
+            n=body.n,
+            params=params,
+            timeout=body.timeout or 10.0,
+        )
+
+
+@router.post("/v1/tasks/transpile")
+async def transpile_endpoint(body: TranspileRequest, request: Request) -> JSONResponse:
+    from lutlm.tasks.transpile import TASK, transpile
+
+    preset = _preset(body.preset, TASK, "crt")
+    try:
+        preset.target_name(body.target)
+    except ValueError as e:
+        raise APIError(str(e), param="target") from None
+    params = _params(body, preset)
+    with tempfile.TemporaryDirectory(prefix="lutlm-task-") as tmp:
+        return await _run_task(
+            request,
+            body,
+            transpile,
+            body.asm,
+            body.target,
+            tests=_write_tests(Path(tmp), body.tests),
+            preset=preset,
+            c_code=body.c_code,
+            n=body.n,
+            params=params,
+            timeout=body.timeout or 10.0,
+        )
