@@ -20,7 +20,13 @@ from lutlm.tasks.disasm import att_to_intel, compile_c, intel_to_att, objdump_fu
 from lutlm.tasks.toolchain import MissingTool, find_tool, run_tool
 from lutlm.tasks.verify_asm import verify_transpiled
 from lutlm.tasks.verify_c import verify_c_function
-from lutlm.tasks.verify_ir import ToolError, ir_stats, normalize_passes, verify_pass_list
+from lutlm.tasks.verify_ir import (
+    ToolError,
+    count_ir_instructions,
+    ir_stats,
+    normalize_passes,
+    verify_pass_list,
+)
 
 # tool -> Debian package that provides it
 TOOLS = {
@@ -197,6 +203,35 @@ def test_invalid_ir():
         ir_stats("this is not IR\n")
     v = verify_pass_list("define i32 @f() {\n  ret i64 0\n}\n", "sroa")
     assert v.status == "failed" and "input IR is invalid" in v.message
+
+
+SWITCH_IR = """define i32 @f(i32 %x) {
+entry:
+  switch i32 %x, label %other [
+    i32 1, label %one
+    i32 2, label %two
+  ]
+one:                                              ; preds = %entry
+  call void asm sideeffect "nop # [", ""()
+  ret i32 10
+two:
+  %y = add i32 %x, 1 ; a comment with a [
+  ret i32 %y
+other:
+  ret i32 0
+}
+
+declare i32 @g(i32)
+"""
+
+
+def test_instruction_count_of_multiline_switch(tmp_path):
+    # switch (its case lines included), call, ret, add, ret, ret: counted by hand.
+    assert count_ir_instructions(SWITCH_IR) == 6
+    require("opt")
+    (tmp_path / "f.ll").write_text(SWITCH_IR)
+    printed = sh("opt", "-passes=verify", "-S", "f.ll", cwd=tmp_path).stdout
+    assert count_ir_instructions(printed) == 6
 
 
 def test_normalize_passes():

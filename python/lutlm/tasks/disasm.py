@@ -70,7 +70,7 @@ def compile_c(
     if to == "ir":
         argv = ["clang", "-S", "-emit-llvm", opt]
         if target != "x86_64":
-            argv.append(f"--target={tgt.triple}")
+            argv += [f"--target={tgt.triple}", *tgt.cflags]
         if opt == "-O0":
             argv += ["-Xclang", "-disable-O0-optnone"]
         out_name = "input.ll"

@@ -145,6 +145,7 @@ def normalize_passes(passes: str | list[str]) -> str:
 
 _DEFINE = re.compile(r"^define\b")
 _LANDINGPAD_CLAUSE = re.compile(r"^(cleanup|catch|filter)\b")
+_QUOTED = re.compile(r'"[^"]*"')
 
 
 def count_ir_instructions(ir: str) -> int:
@@ -175,7 +176,9 @@ def count_ir_instructions(ir: str) -> int:
         stripped = line.strip()
         if bracket_depth == 0 and not _LANDINGPAD_CLAUSE.match(stripped):
             count += 1
-        bracket_depth += stripped.count("[") - stripped.count("]")
+        # Brackets inside strings (inline asm text) do not open a switch's case list.
+        bare = _QUOTED.sub('""', stripped)
+        bracket_depth += bare.count("[") - bare.count("]")
         if bracket_depth < 0:
             bracket_depth = 0
     return count
@@ -260,6 +263,8 @@ def verify_pass_list(
     details: passes, instructions, object_size, oz_instructions, oz_object_size,
     input_instructions, input_object_size, better_than_oz (object size <= -Oz's), chosen
     ("model" or "-Oz"), optimized_ir (the chosen IR), and predicted_* / *_match when given.
+    Should the -Oz baseline itself fail, oz_* are None, oz_error says why and the model's
+    result is chosen.
     """
     details: dict = {}
     try:
@@ -281,9 +286,18 @@ def verify_pass_list(
             details["input_instructions"] = base["instructions"]
             details["input_object_size"] = base["object_size"]
 
-            oz_path = d / "oz.ll"
-            oz_path.write_text(_opt(["-passes=default<Oz>"], src, d, timeout), encoding="utf-8")
-            oz = _stats_of_file(oz_path, d, timeout)
+            # The -Oz baseline. Should LLVM itself fail on it, the model's answer can still
+            # be judged on its own; there is just nothing to fall back to.
+            oz_ir: str | None = None
+            oz: dict[str, int | None] = {"instructions": None, "object_size": None}
+            try:
+                oz_ir = _opt(["-passes=default<Oz>"], src, d, timeout)
+                oz_path = d / "oz.ll"
+                oz_path.write_text(oz_ir, encoding="utf-8")
+                oz = dict(_stats_of_file(oz_path, d, timeout))
+            except ToolError as e:
+                oz_ir = None
+                details["oz_error"] = str(e)
             details["oz_instructions"] = oz["instructions"]
             details["oz_object_size"] = oz["object_size"]
 
@@ -293,16 +307,17 @@ def verify_pass_list(
                 model_path.write_text(model_ir, encoding="utf-8")
                 model = _stats_of_file(model_path, d, timeout)
             except ToolError as e:
-                details["chosen"] = "-Oz"
-                details["optimized_ir"] = oz_path.read_text(encoding="utf-8")
+                details["chosen"] = "-Oz" if oz_ir is not None else None
+                details["optimized_ir"] = oz_ir
                 return Verification("failed", str(e), tool=e.tool, details=details)
 
             details["instructions"] = model["instructions"]
             details["object_size"] = model["object_size"]
-            better = model["object_size"] <= oz["object_size"]
-            details["better_than_oz"] = better
+            oz_size = oz["object_size"]
+            better = oz_size is None or model["object_size"] <= oz_size
+            details["better_than_oz"] = better if oz_size is not None else None
             details["chosen"] = "model" if better else "-Oz"
-            details["optimized_ir"] = model_ir if better else oz_path.read_text(encoding="utf-8")
+            details["optimized_ir"] = model_ir if better else oz_ir
     except MissingTool as e:
         return Verification("unverified", str(e), tool=e.tool, details=details)
 
@@ -330,6 +345,8 @@ def verify_pass_list(
         f"object size {details['object_size']} (-Oz: {details['oz_instructions']}, "
         f"{details['oz_object_size']}); chosen: {details['chosen']}"
     )
+    if "oz_error" in details:
+        notes.append(f"the -Oz baseline failed: {details['oz_error']}")
     if "optnone" in ir:
         notes.append("the input IR has optnone functions, which opt leaves unoptimized")
     message = summary + ("; " + "; ".join(notes) if notes else "")
