@@ -310,6 +310,16 @@ def test_decompiled_c_classified(c_tests):
     assert time.monotonic() - t0 < 15
 
 
+def test_decompiled_c_that_prints_forever_is_stopped(c_tests):
+    require("gcc")
+    spam = '#include <stdio.h>\nint sum(int *a, int n) { for (;;) puts("spam spam spam"); }'
+    v = verify_c_function(spam, [c_tests / "test_basic.c"], timeout=5)
+    assert v.status == "failed"
+    test = v.details["tests"][0]
+    assert test["status"] in ("killed by SIGXFSZ", "timed out"), test["status"]
+    assert len(test["stdout"]) < 10_000  # a tail, not megabytes
+
+
 def test_decompiled_c_without_tests_or_gcc(c_tests, tmp_path, monkeypatch):
     v = verify_c_function(SUM_GOOD, [])
     assert v.status == "unverified" and v.message == "no tests given"

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 __all__ = [
     "MissingTool",
@@ -143,13 +144,30 @@ def find_tool(name: str) -> str | None:
     return best[1] if best else None
 
 
-def _decode(data: bytes | None, limit: int) -> str:
-    if not data:
-        return ""
-    text = data[:limit].decode("utf-8", errors="replace")
-    if len(data) > limit:
-        text += f"\n[... {len(data) - limit} more bytes truncated]"
+def _read_capped(f: IO[bytes], limit: int) -> str:
+    """The first `limit` bytes of a captured stream, decoded leniently, with a note of how
+    much was left out."""
+    size = f.seek(0, os.SEEK_END)
+    f.seek(0)
+    text = f.read(limit).decode("utf-8", errors="replace")
+    if size > limit:
+        text += f"\n[... {size - limit} more bytes truncated]"
     return text
+
+
+def _limit_resources(pid: int, timeout: float, max_file: int) -> None:
+    """No core dumps, a cap on file size (a test printing forever is stopped by SIGXFSZ
+    rather than filling the disk) and on CPU time. Set from outside with prlimit, since a
+    preexec_fn is unsafe in the threaded server; Linux only, silently skipped elsewhere."""
+    try:
+        import resource
+
+        resource.prlimit(pid, resource.RLIMIT_CORE, (0, 0))
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (max_file, max_file))
+        cpu = int(timeout) + 2
+        resource.prlimit(pid, resource.RLIMIT_CPU, (cpu, cpu))
+    except (ImportError, AttributeError, OSError, ValueError):
+        pass
 
 
 def run_tool(
@@ -159,13 +177,20 @@ def run_tool(
     timeout: float,
     stdin: str | None = None,
     max_output: int = DEFAULT_MAX_OUTPUT,
+    untrusted: bool = False,
 ) -> ToolResult:
     """Run argv (no shell) in cwd; kill its process group after `timeout` seconds.
 
     argv[0] is resolved with find_tool, so "opt" finds opt-17 where only that exists;
     MissingTool is raised when it cannot be found. The process gets its own session so a
-    timeout also kills anything it started (qemu's guest, a test's children). stdout and
-    stderr are decoded with errors="replace" and capped at max_output bytes each.
+    timeout also kills anything it started (qemu's guest, a test's children), and whatever
+    it leaves running is killed when it exits. stdout and stderr go to temporary files,
+    not pipes, so a program printing without end costs disk, not memory; they come back
+    decoded with errors="replace" and capped at max_output bytes each.
+
+    untrusted=True is for running a model's program (a test linked with a candidate): it
+    also gets no core dumps, a file-size cap and a CPU-time cap. That is damage control,
+    not a sandbox: the program runs with the caller's rights.
     """
     if not argv:
         raise ValueError("run_tool needs a non-empty argv")
@@ -175,34 +200,36 @@ def run_tool(
     if exe is None:
         raise MissingTool(argv[0])
     full = [exe, *argv[1:]]
-    # The C locale gives ASCII quotes and English diagnostics, the same on every machine,
-    # so a message fed back to a model reads the way its training data did.
-    proc = subprocess.Popen(
-        full,
-        cwd=str(cwd),
-        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        env={**os.environ, "LC_ALL": "C", "LANG": "C"},
-    )
     timed_out = False
-    try:
-        out, err = proc.communicate(
-            input=stdin.encode("utf-8") if stdin is not None else None, timeout=timeout
+    with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
+        # The C locale gives ASCII quotes and English diagnostics, the same on every
+        # machine, so a message fed back to a model reads the way its training data did.
+        proc = subprocess.Popen(
+            full,
+            cwd=str(cwd),
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=out_f,
+            stderr=err_f,
+            start_new_session=True,
+            env={**os.environ, "LC_ALL": "C", "LANG": "C"},
         )
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        _kill_group(proc)
+        if untrusted:
+            _limit_resources(proc.pid, timeout, max(4 * max_output, 64 * 1024 * 1024))
         try:
-            out, err = proc.communicate(timeout=5)
-        except subprocess.TimeoutExpired:  # pragma: no cover - a process ignoring SIGKILL
-            out, err = b"", b""
-    except BaseException:
-        _kill_group(proc)
-        proc.wait()
-        raise
-    stderr = _decode(err, max_output)
+            proc.communicate(
+                input=stdin.encode("utf-8") if stdin is not None else None, timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _kill_group(proc)
+            proc.wait()
+        except BaseException:
+            _kill_group(proc)
+            proc.wait()
+            raise
+        _kill_group(proc)  # anything it left running in the background
+        stdout = _read_capped(out_f, max_output)
+        stderr = _read_capped(err_f, max_output)
     # Diagnostics name the tool by the path it was found at; users know it by its name.
     if exe != argv[0]:
         stderr = stderr.replace(exe + ":", argv[0] + ":")
@@ -211,7 +238,7 @@ def run_tool(
     return ToolResult(
         argv=list(argv),
         returncode=None if timed_out else proc.returncode,
-        stdout=_decode(out, max_output),
+        stdout=stdout,
         stderr=stderr,
         timed_out=timed_out,
     )
@@ -222,10 +249,11 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-    try:
-        proc.kill()
-    except ProcessLookupError:
-        pass
+    if proc.returncode is None:
+        try:
+            proc.kill()
+        except ProcessLookupError:
+            pass
 
 
 @contextmanager

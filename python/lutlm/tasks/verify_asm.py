@@ -154,7 +154,7 @@ def verify_transpiled(
                         tool=host.compiler,
                         details=details,
                     )
-                expected = run_tool(host.run_argv(ref_exe), cwd=d, timeout=timeout)
+                expected = run_tool(host.run_argv(ref_exe), cwd=d, timeout=timeout, untrusted=True)
                 if expected.timed_out:
                     details["reference_error"] = f"{name}: reference run timed out"
                     entry["status"] = "reference timed out"
@@ -202,7 +202,7 @@ def verify_transpiled(
                     entry["status"] = "link failed"
                     entry["diff"] = trim_message(link.stderr) or link.describe()
                     continue
-                actual = run_tool(tgt.run_argv(exe), cwd=d, timeout=timeout)
+                actual = run_tool(tgt.run_argv(exe), cwd=d, timeout=timeout, untrusted=True)
                 entry.update(
                     stdout=tail(actual.stdout),
                     returncode=actual.returncode,

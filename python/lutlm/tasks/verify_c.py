@@ -101,7 +101,7 @@ def verify_c_function(
                     )
                     results.append(entry)
                     continue
-                run = run_tool([str(exe)], cwd=d, timeout=timeout)
+                run = run_tool([str(exe)], cwd=d, timeout=timeout, untrusted=True)
                 entry.update(
                     returncode=run.returncode,
                     timed_out=run.timed_out,
