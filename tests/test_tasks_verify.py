@@ -476,7 +476,7 @@ def test_transpiled_asm_classified(target, tmp_path):
 def test_transpiled_asm_errors(tmp_path, monkeypatch):
     require("gcc", "aarch64-linux-gnu-gcc")
     (tmp_path / "t.c").write_text(ASM_DRIVER)
-    with pytest.raises(ValueError, match="aarch64, armv5, riscv64"):
+    with pytest.raises(ValueError, match="aarch64, armv5, riscv64, x86_64"):
         verify_transpiled(GOOD_ASM["aarch64"], "mips", tmp_path, reference_asm=X86_REF)
     v = verify_transpiled(GOOD_ASM["aarch64"], "aarch64", [], reference_asm=X86_REF)
     assert v.status == "unverified" and v.message == "no tests given"
@@ -491,6 +491,19 @@ def test_transpiled_asm_errors(tmp_path, monkeypatch):
     v = verify_transpiled(GOOD_ASM["aarch64"], "aarch64", tmp_path, reference_asm=X86_REF)
     assert v.status == "unverified" and v.tool == "qemu-aarch64"
     assert "qemu-aarch64 not found" in v.message
+
+
+def test_x86_candidate_runs_natively(tmp_path):
+    require("gcc")
+    (tmp_path / "t.c").write_text(ASM_DRIVER)
+    # A different but equivalent add3 (an optimizer's kind of answer), then a wrong one.
+    other = X86_REF.replace("leal (%rdi,%rsi), %eax\n", "movl %edi, %eax\n\taddl %esi, %eax\n")
+    assert other != X86_REF
+    v = verify_transpiled(other.rstrip("\n"), "x86_64", tmp_path, reference_asm=X86_REF)
+    assert v.status == "verified" and "natively" in v.message, v.message
+    wrong = X86_REF.replace("addl %edx, %eax", "subl %edx, %eax")
+    v = verify_transpiled(wrong, "x86_64", tmp_path, reference_asm=X86_REF)
+    assert v.status == "failed" and "-6 97" in v.message
 
 
 def test_transpiled_asm_timeout(tmp_path):

@@ -8,7 +8,8 @@ translation unit after the candidate, as that paper's evaluation did, so the dri
 the candidate's prototypes (a call through an implicit declaration would silently
 truncate a float or pointer result). Each driver's main() returns 0 when the function
 behaves (typically with assert); it runs with a timeout, so a decompiled infinite loop
-fails instead of hanging the server.
+fails instead of hanging the server. The test programs run natively with the caller's
+rights: run_tool caps their time, file size and core dumps, but does not sandbox them.
 """
 
 from __future__ import annotations
