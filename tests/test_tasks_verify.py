@@ -239,6 +239,7 @@ def test_normalize_passes():
     assert normalize_passes(["-sroa", "-instcombine"]) == "sroa,instcombine"
     assert normalize_passes("opt -passes='function(sroa),gvn'") == "function(sroa),gvn"
     assert normalize_passes("-Oz") == "default<Oz>"
+    assert normalize_passes("-sroa,-gvn") == "sroa,gvn"
     assert normalize_passes("-functionattrs -loop-unswitch") == (
         "function-attrs,simple-loop-unswitch"
     )

@@ -107,14 +107,15 @@ def normalize_passes(passes: str | list[str]) -> str:
         if not tok:
             continue
         if tok.startswith("-"):
-            # A legacy flag: one pass (or an -O level) per flag.
-            name = tok.lstrip("-")
-            if name in _LEVELS:
-                names.append(f"default<{name}>")
-                continue
-            if not name or "," in name:
-                raise ValueError(f"malformed pass flag {tok!r}")
-            names.append(LEGACY_RENAMES.get(name, name))
+            # Legacy flags: one pass (or an -O level) per flag; "-sroa,-gvn" is taken too.
+            for flag in tok.split(","):
+                name = flag.strip().lstrip("-")
+                if not name:
+                    raise ValueError(f"malformed pass flag {tok!r}")
+                if name in _LEVELS:
+                    names.append(f"default<{name}>")
+                else:
+                    names.append(LEGACY_RENAMES.get(name, name))
         else:
             names.extend(_split_top_level(tok))
 
