@@ -122,7 +122,7 @@ def pack_quant(
         a = np.asarray(a, np.float32)
         if a.shape != (N, G):
             raise ValueError(f"{name} must have shape {(N, G)}, got {a.shape}")
-        return torch.from_numpy(np.ascontiguousarray(a.T)).to(device=device, dtype=scale_dtype)
+        return torch.from_numpy(np.array(a.T, order="C")).to(device=device, dtype=scale_dtype)
 
     return QuantWeight(
         words=torch.from_numpy(np.ascontiguousarray(words)).to(device),
