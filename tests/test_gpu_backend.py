@@ -7,7 +7,8 @@ same tests compiled on the card (plus the full-size one).
 Reference: the CPU Decoder in float32 over the very weight values the GPU packs (for
 quantized models, each Linear's ``dequantize()``), so the only differences are the GPU's
 fp16 rounding of GEMM inputs and of attention's Q and probabilities (K and V are fp16 in
-both caches).
+both caches): at most 7e-4 of the logits' scale measured on these two-layer models
+(interpreter, 2026-11-26). Bound: 5e-3.
 """
 
 import dataclasses
