@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from lutlm.backends import resolve_device
 from lutlm.default_model import default_model_path
 from lutlm.engine.engine import LLMEngine
 from lutlm.engine.request import Request
@@ -34,6 +35,8 @@ class LLM:
             (96 % top-1 agreement with fp32).
         max_model_len: context per request (default: the model's).
         kv_cache_memory_gb: memory for the KV cache.
+        device: "cpu" (default), "cuda" (the Triton kernels of lutlm.kernels, GPU-resident
+            KV cache; needs the gpu extra) or "auto" (cuda when torch sees a GPU).
     """
 
     def __init__(
@@ -46,10 +49,16 @@ class LLM:
         max_model_len: int | None = None,
         kv_cache_memory_gb: float = 0.5,
         max_num_seqs: int = 16,
+        device: str = "cpu",
     ) -> None:
+        self.device = resolve_device(device)  # fails early, before a model is loaded
         path = Path(model) if model is not None else default_model_path()
         self.model_path = path
         self.model = load_model(path, weights=weights, head=head, act_bits=act_bits)
+        if self.device != "cpu":
+            from lutlm.backends.gpu import GpuDecoder  # imports torch and triton
+
+            self.model = GpuDecoder(self.model, self.device)
         self.tokenizer = (
             Tokenizer.from_pretrained(path) if path.is_dir() else Tokenizer.from_gguf(path)
         )
