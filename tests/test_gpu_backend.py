@@ -14,6 +14,9 @@ both caches): at most 7e-4 of the logits' scale measured on these two-layer mode
 import dataclasses
 import importlib.util
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -257,3 +260,41 @@ def test_smollm2_on_gpu_matches_cpu():
         g, c = gpu.forward(batch, gcache), ref.forward(batch, ccache)
         assert (g.argmax(-1) == c.argmax(-1)).mean() >= 0.9
         assert np.abs(g - c).max() / np.abs(c).max() < 2e-2
+
+
+# ---------------------------------------------------------------- bench/gpu.py
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "gpu.py"
+
+
+def test_bench_gpu_cli_without_a_gpu():
+    run = [sys.executable, str(BENCH)]
+    assert "--sections" in subprocess.run([*run, "--help"], capture_output=True, text=True).stdout
+    listed = subprocess.run([*run, "--list"], capture_output=True, text=True)
+    assert (
+        listed.returncode == 0 and "| llama2-7b | qkv | 12288 | 4096 | int4 | 1 |" in listed.stdout
+    )
+    if not torch.cuda.is_available():
+        refused = subprocess.run(run, capture_output=True, text=True)
+        assert refused.returncode != 0 and "needs a CUDA GPU" in refused.stderr
+
+
+def test_bench_gpu_sections_run_on_the_interpreter(monkeypatch):
+    """Every section's code path at toy shapes (a stub timer: the numbers mean nothing)."""
+    if DEVICE != "cpu":
+        pytest.skip("on a GPU, run bench/gpu.py itself")
+    spec = importlib.util.spec_from_file_location("bench_gpu", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "DEVICE", "cpu")
+    monkeypatch.setattr(bench, "SHAPES", {"toy": [("o", 40, 64)]})
+    monkeypatch.setattr(bench, "ATTENTION", [(2, 40, 4, 2, 64)])
+    monkeypatch.setattr(bench, "BATCHES", (1, 32))
+    monkeypatch.setattr(bench, "E2E_BATCHES", (1,))
+    monkeypatch.setattr(bench, "_ms", lambda fn: (fn(), 1.0)[1])
+    gemv = bench.bench_gemv(100.0)
+    assert len(gemv) == 2 * (3 + 1)  # formats x (batch 1: three kernels; 32: gemm)
+    assert all(r["x fp16"] == 1.0 for r in gemv)
+    assert len(bench.bench_attention(100.0)) == 1
+    e2e = bench.bench_e2e(100.0, 2, [("tiny", tiny_decoder)])
+    assert [(r["gemv"], r["batch"]) for r in e2e] == [("dequant", 1), ("lut", 1)]
