@@ -8,7 +8,7 @@ there each kernel runs one fixed small configuration instead, chosen by its laun
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import triton
@@ -28,13 +28,9 @@ def tuned(
     configs: Sequence[triton.Config],
     key: list[str],
     reset_to_zero: list[str] | None = None,
-    prune: Callable[..., Any] | None = None,
 ) -> Any:
     """The autotuned form of a jitted kernel on a GPU; None under the interpreter (the
     launcher then calls the plain kernel with its fixed configuration)."""
     if interpreting():
         return None
-    extra = {"prune_configs_by": {"early_config_prune": prune}} if prune else {}
-    return triton.autotune(configs=list(configs), key=key, reset_to_zero=reset_to_zero, **extra)(
-        kernel
-    )
+    return triton.autotune(configs=list(configs), key=key, reset_to_zero=reset_to_zero)(kernel)

@@ -28,7 +28,7 @@ from lutlm.kernels import (
     rope_cos_sin,
     write_kv,
 )
-from lutlm.kernels.quant_gemm import GEMV_MAX_M, QuantWeight
+from lutlm.kernels.quant_gemm import GEMV_MAX_M, GEMV_VARIANTS, QuantWeight
 from lutlm.model.batch import ForwardBatch
 from lutlm.model.config import ModelConfig
 from lutlm.model.decoder import Decoder, LayerWeights
@@ -73,9 +73,13 @@ class GpuLinear:
 
     def __init__(self, linear: Linear, device: torch.device, gemv: str = "auto") -> None:
         self.out_features, self.in_features = linear.out_features, linear.in_features
-        self.gemv = gemv
+        if gemv not in ("auto", *GEMV_VARIANTS):
+            raise ValueError(f"gemv must be 'auto' or one of {GEMV_VARIANTS}, got {gemv!r}")
         self.bias = None if linear.bias is None else torch.from_numpy(linear.bias).to(device)
         self.weight: QuantWeight | torch.Tensor = repack(linear.weight, device)
+        if isinstance(self.weight, QuantWeight) and self.weight.bits == 8 and gemv == "lut":
+            gemv = "dequant"  # no LUT form for INT8 (a byte is one code: nothing to share)
+        self.gemv = gemv
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if isinstance(self.weight, QuantWeight):
