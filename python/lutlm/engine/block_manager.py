@@ -172,6 +172,15 @@ class BlockManager:
             self.blocks[bid].ref_count += 1
         return list(block_table)
 
+    def trim(self, block_table: list[int], num_blocks: int) -> None:
+        """Drop the blocks of block_table beyond its first num_blocks (the slots of
+        rejected draft tokens), freeing those nobody else holds."""
+        while len(block_table) > num_blocks:
+            block = self.blocks[block_table.pop()]
+            block.ref_count -= 1
+            if block.ref_count == 0:
+                self.free[block.block_id] = None
+
     def free_table(self, block_table: list[int]) -> None:
         """Drop block_table's references; blocks nobody holds become free, the table's
         tail first so that shared prefixes stay cached longest."""

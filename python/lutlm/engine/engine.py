@@ -16,16 +16,23 @@ from dataclasses import dataclass
 import numpy as np
 
 from lutlm.engine.block_manager import BlockManager
+from lutlm.engine.prompt_lookup import propose
 from lutlm.engine.request import Request, RequestStatus
 from lutlm.engine.sampler import Sampler, make_generator
 from lutlm.engine.sampling_params import SamplingParams
 from lutlm.engine.scheduler import ScheduledSeq, Scheduler
-from lutlm.model import Decoder, ForwardBatch, KVCache
+from lutlm.model import Decoder, ForwardBatch
 
 # Stop strings are looked for in the text of the last few tokens only: a match must
 # end in the newest token (an earlier one would have stopped an earlier step), and a
 # token is at least one byte of text (four for a byte-fallback character).
 _STOP_TAIL_TOKENS_PER_CHAR = 4
+
+
+def _draw(probs: np.ndarray, gen: np.random.Generator) -> int:
+    """A token drawn from probs (unnormalized), by inverse CDF of one uniform number."""
+    cdf = np.cumsum(probs)
+    return min(int(np.searchsorted(cdf, gen.random() * cdf[-1], side="right")), len(cdf) - 1)
 
 
 @dataclass
@@ -72,7 +79,7 @@ class LLMEngine:
     ) -> None:
         self.model = model
         self.eos_token_ids = set(eos_token_ids)
-        self.cache = KVCache(model.config, num_blocks, block_size)
+        self.cache = model.new_cache(num_blocks, block_size)
         self.blocks = BlockManager(num_blocks, block_size, enable_prefix_caching)
         self.scheduler = Scheduler(
             self.blocks, max_num_seqs, max_num_batched_tokens, self.cache.copy_block
@@ -86,6 +93,8 @@ class LLMEngine:
         self.vocab_size = vocab_size or model.config.vocab_size
         self.detokenize = detokenize
         self.requests: dict[str, Request] = {}  # by id, until the caller pops them
+        self.num_draft_tokens = 0  # prompt-lookup drafts verified so far
+        self.num_accepted_tokens = 0  # of which the model accepted
         self._ids = itertools.count()
 
     @property
@@ -153,6 +162,7 @@ class LLMEngine:
 
     def step(self) -> list[StepOutput]:
         """Run one forward over the scheduled sequences; returns per-sequence progress."""
+        self._propose_drafts()
         scheduled = self.scheduler.schedule()
         if not scheduled:
             if self.scheduler.waiting and not self.scheduler.running:
@@ -164,13 +174,12 @@ class LLMEngine:
         to_sample: list[tuple[Request, int]] = []
         for s, row in zip(scheduled, first_row, strict=True):
             req = s.req
+            if req.draft_ids:
+                outputs += self._verify(req, logits[row : row + s.num_new_tokens])
+                continue
             start = req.num_computed_tokens
             req.num_computed_tokens += s.num_new_tokens
-            if req.num_computed_tokens // self.block_size > len(req.block_hashes):
-                # A block just filled up: hash it (all_ids copies the whole sequence).
-                self.blocks.cache_full_blocks(
-                    req.block_table, req.block_hashes, req.all_ids, req.num_computed_tokens
-                )
+            self._cache_full_blocks(req)
             if req.params.prompt_logprobs is not None:
                 self._prompt_logprobs(req, start, s.num_new_tokens, logits, row)
             if req.num_computed_tokens < req.num_tokens:
@@ -193,6 +202,91 @@ class LLMEngine:
 
     # -- internals -------------------------------------------------------------------
 
+    def _cache_full_blocks(self, req: Request) -> None:
+        if req.num_computed_tokens // self.block_size > len(req.block_hashes):
+            # A block just filled up: hash it (all_ids copies the whole sequence).
+            self.blocks.cache_full_blocks(
+                req.block_table, req.block_hashes, req.all_ids, req.num_computed_tokens
+            )
+
+    def _propose_drafts(self) -> None:
+        """Prompt-lookup drafts for the decodes of the next step (the scheduler may
+        shorten them to fit the token budget)."""
+        for req in self.scheduler.running:
+            if req.lookup is None or req.num_tokens - req.num_computed_tokens != 1:
+                continue
+            # All drafts accepted plus the model's own token must fit in max_tokens.
+            left = req.params.max_tokens - len(req.output_ids) - 1
+            drafts = propose(np.asarray(req.all_ids, np.int64), req.lookup, left)
+            # A padded model's prompt may hold ids the sampler never produces.
+            bad = next((i for i, t in enumerate(drafts) if t >= self.vocab_size), len(drafts))
+            req.draft_ids = drafts[:bad]
+
+    def _verify(self, req: Request, logits: np.ndarray) -> list[StepOutput]:
+        """Keep the drafts the model agrees with, then the model's own next token.
+
+        logits [1 + m, V]: row i follows the last token and drafts[:i]. Greedy: draft i
+        is accepted while it is row i's argmax, so the tokens are exactly those of
+        one-token-at-a-time decoding. Sampling: draft i is accepted with probability
+        p_i(draft) (the draft distribution is a point mass, so this is the speculative
+        sampling rule min(1, p/q)), and a rejection draws from p_i with the draft
+        removed, renormalized; either way each token has the distribution plain
+        sampling gives it. KV slots written for rejected drafts are beyond the new
+        context length: never read, overwritten by the next step.
+        """
+        drafts, p = list(req.draft_ids), req.params
+        req.draft_ids.clear()
+        m = len(drafts)
+        histories = [req.output_ids + drafts[:i] for i in range(m + 1)]
+        if p.greedy:
+            out = self.sampler.sample(
+                logits, [p] * (m + 1), [req.prompt_ids] * (m + 1), histories, None
+            )
+            tokens = out.token_ids.tolist()
+            accepted = next((i for i in range(m) if tokens[i] != drafts[i]), m)
+            tokens = tokens[: accepted + 1]
+            lps = list(zip(out.logprobs, out.top_logprobs, strict=True))
+        else:
+            probs = self.sampler.probs(logits, [p] * (m + 1), [req.prompt_ids] * (m + 1), histories)
+            tokens = []
+            for i in range(m + 1):
+                if i == m:  # every draft accepted: the bonus token from the last row
+                    tokens.append(int(_draw(probs[i], req.generator)))
+                    break
+                if req.generator.random() < probs[i, drafts[i]]:
+                    tokens.append(drafts[i])
+                    continue
+                probs[i, drafts[i]] = 0.0
+                tokens.append(int(_draw(probs[i], req.generator)))
+                break
+            accepted = len(tokens) - 1
+            lps = []
+            if p.logprobs is not None:
+                lps = self.sampler.token_logprobs(logits[: len(tokens)], tokens, p.logprobs)
+        self.num_draft_tokens += m
+        self.num_accepted_tokens += accepted
+        req.lookup.update(m, accepted)  # type: ignore[union-attr]
+        # K/V are now computed for the last token and the accepted drafts.
+        req.num_computed_tokens += 1 + accepted
+        self.blocks.trim(req.block_table, -(-(req.num_tokens + accepted + 1) // self.block_size))
+        new: list[int] = []
+        new_lps: list | None = [] if p.logprobs is not None else None
+        reason = None
+        for i, token in enumerate(tokens):
+            lp = [lps[i]] if new_lps is not None else None
+            if lp is not None:
+                req.logprobs += lp
+                new_lps += lp  # type: ignore[operator]
+            new.append(token)
+            reason = self._append_token(req, token)
+            if reason:
+                break
+        if reason:
+            self._finish(req, reason)
+        else:
+            self._cache_full_blocks(req)
+        return [StepOutput(req.request_id, req.index, new, reason is not None, reason, new_lps)]
+
     def _wants_all_rows(self, req: Request, start: int) -> bool:
         """Whether this chunk's every position has a logits row (prompt logprobs)."""
         return req.params.prompt_logprobs is not None and start < len(req.prompt_ids)
@@ -211,7 +305,7 @@ class LLMEngine:
             tokens += (
                 req.prompt_ids[c : c + n] + req.output_ids[max(0, c - p) : max(0, c + n - p)]
                 if c < p
-                else req.output_ids[c - p : c - p + n]
+                else req.output_ids[c - p : c - p + n - len(req.draft_ids)] + req.draft_ids
             )
             pos = np.arange(c, c + n, dtype=np.int64)
             table = np.asarray(req.block_table, np.int32)
@@ -219,7 +313,7 @@ class LLMEngine:
             positions.append(pos)
             slots.append(table[pos // bs] * bs + pos % bs)
             first_row.append(len(rows))
-            if self._wants_all_rows(req, c):
+            if self._wants_all_rows(req, c) or req.draft_ids:
                 rows += range(cu[-1], cu[-1] + n)
             elif c + n == req.num_tokens:
                 rows.append(cu[-1] + n - 1)
@@ -299,18 +393,22 @@ class LLMEngine:
         return steps
 
     def _append(self, req: Request, token: int, lp: list | None) -> StepOutput:
-        p = req.params
-        req.output_ids.append(token)
-        reason = None
-        if (token in self.eos_token_ids and not p.ignore_eos) or token in p.stop_token_ids:
-            reason = "stop"
-        elif p.stop and self.detokenize and self._hits_stop_string(req):
-            reason = "stop"
-        elif len(req.output_ids) >= p.max_tokens:
-            reason = "length"
+        reason = self._append_token(req, token)
         if reason:
             self._finish(req, reason)
         return StepOutput(req.request_id, req.index, [token], reason is not None, reason, lp)
+
+    def _append_token(self, req: Request, token: int) -> str | None:
+        """Append one output token; returns why the sequence stops there, if it does."""
+        p = req.params
+        req.output_ids.append(token)
+        if (token in self.eos_token_ids and not p.ignore_eos) or token in p.stop_token_ids:
+            return "stop"
+        if p.stop and self.detokenize and self._hits_stop_string(req):
+            return "stop"
+        if len(req.output_ids) >= p.max_tokens:
+            return "length"
+        return None
 
     def _hits_stop_string(self, req: Request) -> bool:
         longest = max(len(s) for s in req.params.stop)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lutlm.engine.prompt_lookup import LookupState
 from lutlm.engine.sampling_params import SamplingParams
 
 
@@ -38,6 +39,12 @@ class Request:
     prompt_logprobs: list = field(default_factory=list)  # per prompt token after the first
     siblings: list[Request] = field(default_factory=list)  # index 1..n-1, on index 0 only
     forked: bool = False
+    lookup: LookupState | None = None  # prompt-lookup drafting, when params.prompt_lookup
+    draft_ids: list[int] = field(default_factory=list)  # drafts to verify in this step
+
+    def __post_init__(self) -> None:
+        if self.lookup is None and self.params.prompt_lookup:
+            self.lookup = LookupState.new(self.params.prompt_lookup)
 
     @property
     def all_ids(self) -> list[int]:

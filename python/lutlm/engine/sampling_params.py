@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 LOGIT_BIAS_LIMIT = 100.0
 # The most top logprobs a request may ask for (OpenAI's top_logprobs, vLLM's default cap).
 MAX_LOGPROBS = 20
-# The most draft tokens prompt-lookup decoding may verify in one step.
-MAX_PROMPT_LOOKUP = 64
+# The most draft tokens prompt-lookup decoding may verify in one step: beyond this the
+# verification rows cost more than the longest runs of accepted drafts save.
+MAX_PROMPT_LOOKUP = 32
 
 
 def _is_int(value: object) -> bool:
@@ -66,9 +67,11 @@ class SamplingParams:
     ignore_eos: bool = False  # keep generating past EOS (engine's check)
     logprobs: int | None = None  # None, or number of top logprobs 0..20 to return
     prompt_logprobs: int | None = None  # logprobs of the prompt tokens (+ top k), like logprobs
-    # Prompt-lookup decoding: draft up to this many tokens per step by copying the span
-    # that followed the latest earlier occurrence of the sequence's last n-gram (in the
-    # prompt or the output so far), verified in one forward pass; 0 = off. Lossless.
+    # Prompt-lookup decoding: draft up to this many tokens per step by copying what
+    # followed an earlier occurrence of the sequence's last n-gram (in the prompt or the
+    # output so far), verified in one forward pass; 0 = off. Greedy tokens are exactly
+    # those without it; sampled tokens have the same distribution, but a seed gives a
+    # different (equally likely) sequence because the random draws are used differently.
     prompt_lookup: int = 0
 
     def __post_init__(self) -> None:

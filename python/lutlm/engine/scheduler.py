@@ -1,6 +1,7 @@
 """Continuous batching: which sequences run in the next step, and how many tokens each.
 
-Every step mixes decodes (one token per running sequence) with prefill chunks, under a
+Every step mixes decodes (one token per running sequence, plus the prompt-lookup drafts
+it verifies) with prefill chunks, under a
 token budget and a cap on running sequences, so new requests start while others are
 mid-generation and one forward pass carries them all (one GEMM per layer for the whole
 batch: on memory-bound hardware the weights are read once for every sequence).
@@ -84,6 +85,13 @@ class Scheduler:
             if req.status is not RequestStatus.RUNNING:  # preempted earlier in this step
                 continue
             n = min(req.num_tokens - req.num_computed_tokens, budget)
+            if req.draft_ids:  # a decode verifying prompt-lookup drafts
+                del req.draft_ids[budget - 1 :]
+                if req.draft_ids and not self.blocks.can_allocate(
+                    req.block_table, req.num_computed_tokens, req.num_tokens + len(req.draft_ids)
+                ):
+                    req.draft_ids.clear()  # drafts are never worth a preemption
+                n += len(req.draft_ids)
             while not self.blocks.can_allocate(
                 req.block_table, req.num_computed_tokens, req.num_computed_tokens + n
             ):
@@ -135,6 +143,7 @@ class Scheduler:
         self.running.remove(req)
         self.blocks.free_table(req.block_table)
         req.block_hashes.clear()
+        req.draft_ids.clear()
         req.num_computed_tokens = 0
         req.status = RequestStatus.WAITING
         self.waiting.appendleft(req)

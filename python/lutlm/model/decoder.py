@@ -58,6 +58,10 @@ class Decoder:
         self.q_size = c.num_heads * c.head_dim
         self.scale = c.head_dim**-0.5
 
+    def new_cache(self, num_blocks: int, block_size: int = 16) -> KVCache:
+        """An empty paged KV cache this model's forward reads and writes."""
+        return KVCache(self.config, num_blocks, block_size)
+
     def forward(self, batch: ForwardBatch, cache: KVCache) -> np.ndarray:
         """Logits [len(batch.logits_indices), vocab] (float32)."""
         c = self.config

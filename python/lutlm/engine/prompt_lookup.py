@@ -1,0 +1,92 @@
+"""Prompt-lookup decoding: draft tokens copied from the sequence itself.
+
+Models that rewrite their input (optimized IR, transpiled assembly, a decompiled
+function with renamed variables) emit long spans that already occur in the prompt. The
+drafter looks for the sequence's last n tokens earlier in the sequence (prompt and
+output so far) and proposes the tokens that followed that occurrence. The engine runs
+the drafts through the model in the same forward pass as the sequence's next token and
+keeps the longest prefix the model agrees with, plus the model's own next token, so
+the output is what decoding one token at a time gives (engine.py).
+
+Which occurrence: copying walks forward through its source, so the drafter remembers
+where its last accepted copy ended (`LookupState.source`) and prefers the first
+occurrence whose continuation starts there or later; without one it takes the latest
+occurrence. Longer n-grams are tried first: they are more specific.
+
+How many: a draft costs a row of every GEMM whether it is accepted or not, so each
+sequence adapts its draft length to what the model accepted: it doubles after a draft
+accepted in full and falls to one more than the accepted count otherwise. A sequence
+whose drafts keep failing (free text) therefore verifies one draft at a time, which is
+nearly free on memory-bound hardware.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MAX_NGRAM = 3  # longest suffix looked up
+MIN_NGRAM = 1  # shortest
+
+
+@dataclass(slots=True)
+class LookupState:
+    """One sequence's drafting state."""
+
+    max_drafts: int  # SamplingParams.prompt_lookup
+    draft_len: int  # drafts to propose next
+    source: int = -1  # where the last accepted copy's continuation starts; -1: none
+    proposed_source: int = -1  # where the pending drafts were copied from
+
+    @classmethod
+    def new(cls, max_drafts: int) -> LookupState:
+        return cls(max_drafts=max_drafts, draft_len=max_drafts)
+
+    def update(self, num_drafts: int, num_accepted: int) -> None:
+        """Adapt after a verification of num_drafts drafts, num_accepted accepted."""
+        if num_drafts == 0:
+            return
+        if num_accepted == num_drafts:
+            self.draft_len = min(self.max_drafts, 2 * self.draft_len)
+        else:
+            self.draft_len = max(1, num_accepted + 1)
+        # The model's own token follows the accepted drafts; the copy continues after it
+        # when the model agreed with the source there too (checked at the next lookup).
+        self.source = self.proposed_source + num_accepted + 1 if self.proposed_source >= 0 else -1
+
+
+def propose(tokens: np.ndarray, state: LookupState, limit: int) -> list[int]:
+    """Up to min(state.draft_len, limit) draft tokens to follow `tokens`.
+
+    Args:
+        tokens: int64 [L], the sequence so far (prompt then output).
+        state: the sequence's drafting state; records where the drafts came from.
+        limit: the most drafts the caller can use (tokens left to generate, budget).
+
+    Returns:
+        The drafts, possibly none.
+    """
+    k = min(state.draft_len, limit)
+    state.proposed_source = -1
+    n_total = len(tokens)
+    if k <= 0:
+        return []
+    for n in range(min(MAX_NGRAM, n_total - 1), MIN_NGRAM - 1, -1):
+        # Occurrence at i covers tokens[i:i+n]; it needs a continuation (i + n < L) and
+        # must not be the suffix itself, so i ranges over 0 .. L-n-1.
+        span = n_total - n
+        match = tokens[:span] == tokens[n_total - n]
+        for j in range(1, n):
+            match &= tokens[j : span + j] == tokens[n_total - n + j]
+        starts = np.flatnonzero(match) + n  # continuation start of each occurrence
+        if starts.size == 0:
+            continue
+        if state.source >= 0:
+            ahead = starts[starts >= state.source]
+            start = int(ahead[0]) if ahead.size else int(starts[-1])
+        else:
+            start = int(starts[-1])
+        state.proposed_source = start
+        return tokens[start : start + k].tolist()
+    return []
