@@ -121,7 +121,8 @@ def test_pass_list_extraction():
 
 
 def test_code_extractors():
-    assert extract_c("int f(int x)\n{\n  return x;\n}\n").answer == "int f(int x)\n{\n  return x;\n}"
+    bare = "int f(int x)\n{\n  return x;\n}"
+    assert extract_c(bare + "\n").answer == bare
     assert extract_c("Here:\n```c\nint g(void) { return 1; }\n```\nDone").answer == (
         "int g(void) { return 1; }"
     )

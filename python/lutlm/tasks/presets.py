@@ -190,10 +190,13 @@ def extract_pass_list(text: str) -> Extracted:
         else:  # bare: up to " to <words>" or the end of the sentence
             bare = re.match(r"(.*?)(?:\s+to\s+[a-z]|[:\n]|$)", rest, re.S)
             passes = bare.group(1) if bare else rest
-    else:
+    else:  # a bare list: legacy flags, or one new-PM pipeline string
         stripped = body.strip().strip("`").strip()
-        if stripped and re.fullmatch(r"[\w<>(),\-=;.\s]+", stripped) and "\n" not in stripped:
+        tokens = stripped.split()
+        if tokens and all(t.startswith("-") for t in tokens):
             passes = stripped
+        elif len(tokens) == 1 and re.fullmatch(r"[\w<>(),\-=;.]+", stripped):
+            passes = stripped if re.search(r"[,(<]", stripped) else None
     passes = passes.strip() if passes else None
     fields: dict[str, Any] = {}
     if (i := _INSTRUCTIONS.search(body)) is not None:
