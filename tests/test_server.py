@@ -329,3 +329,45 @@ def test_tokenize_and_detokenize(server):
     assert status == 200 and body3["count"] > body["count"]
     status, err = server.request("POST", "/detokenize", {"tokens": [-1]}, AUTH)
     assert status == 400 and err["error"]["param"] == "tokens"
+
+
+def test_prompt_lookup_per_request_gives_the_same_tokens(server):
+    code = "int add(int a, int b) {\n    int sum = a + b;\n    return sum;\n}\n"
+    messages = [{"role": "user", "content": f"Repeat this code exactly:\n\n{code}"}]
+    client = server.client()
+
+    def ask(**extra):
+        r = client.chat.completions.create(
+            model="smol",
+            messages=messages,
+            max_tokens=40,
+            temperature=0,
+            logprobs=True,
+            extra_body=extra,
+        )
+        return r.choices[0].message.content, [t.logprob for t in r.choices[0].logprobs.content]
+
+    def accepted() -> float:
+        _, text = server.request("GET", "/metrics")
+        line = next(x for x in text.splitlines() if x.startswith("lutlm:prompt_lookup_accepted"))
+        return float(line.split()[-1])
+
+    before = accepted()
+    assert ask(prompt_lookup=8) == ask()
+    assert accepted() > before  # the drafts were used, and accepted
+    stream = client.chat.completions.create(
+        model="smol",
+        messages=messages,
+        max_tokens=40,
+        temperature=0,
+        stream=True,
+        extra_body={"prompt_lookup": 8},
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == ask()[0]
+    status, body = server.request(
+        "POST",
+        "/v1/chat/completions",
+        {"model": "smol", "messages": messages, "prompt_lookup": 99},
+        headers=AUTH,
+    )
+    assert status == 400 and body["error"]["param"] == "prompt_lookup"

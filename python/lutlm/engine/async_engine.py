@@ -30,6 +30,8 @@ class EngineStats:
     prefix_cache_queries: int = 0
     prefix_cache_hits: int = 0
     preemptions: int = 0
+    draft_tokens: int = 0  # prompt-lookup drafts verified
+    accepted_tokens: int = 0  # of which accepted
 
 
 class AsyncEngine:
@@ -142,5 +144,7 @@ class AsyncEngine:
                 prefix_cache_queries=eng.blocks.queries,
                 prefix_cache_hits=eng.blocks.hits,
                 preemptions=eng.scheduler.num_preemptions,
+                draft_tokens=eng.num_draft_tokens,
+                accepted_tokens=eng.num_accepted_tokens,
             )
         )

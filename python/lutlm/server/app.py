@@ -54,6 +54,7 @@ class ServerConfig:
     weights: str = "int4"
     head: str = "int8"
     act_bits: int = 16
+    prompt_lookup: int = 0  # draft tokens for requests that don't say (0 = off)
     allowed_origins: list[str] = field(default_factory=list)  # CORS off when empty
 
 
@@ -273,9 +274,13 @@ def _check_context(state: _State, prompt_len: int, max_tokens: int, what: str) -
         )
 
 
-def _params(body, max_tokens: int, logprobs, prompt_logprobs, n: int) -> SamplingParams:
+def _params(
+    state: _State, body, max_tokens: int, logprobs, prompt_logprobs, n: int
+) -> SamplingParams:
     try:
-        return body.sampling_params(max_tokens, logprobs, prompt_logprobs, n)
+        return body.sampling_params(
+            max_tokens, logprobs, prompt_logprobs, n, state.config.prompt_lookup
+        )
     except ValueError as e:  # SamplingParams' messages start with the parameter's name
         msg = str(e)
         raise APIError(msg, param=msg.split(" ", 1)[0].split("[", 1)[0]) from None
@@ -467,6 +472,7 @@ async def _completions(state: _State, body: CompletionRequest, request: Request)
         raise APIError("best_of > n cannot be streamed", param="best_of")
     want_lp = body.logprobs
     params = _params(
+        state,
         body,
         max_tokens,
         want_lp if best_of == n else (want_lp or 0),
@@ -596,7 +602,7 @@ async def _chat(state: _State, body: ChatCompletionRequest, request: Request) ->
     if body.top_logprobs is not None and not body.logprobs:
         raise APIError("top_logprobs needs logprobs=true", param="top_logprobs")
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
-    params = _params(body, max_tokens, logprobs, None, body.n)
+    params = _params(state, body, max_tokens, logprobs, None, body.n)
     cid = f"chatcmpl-{uuid.uuid4().hex}"
     head = {
         "id": cid,

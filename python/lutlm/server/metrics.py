@@ -72,6 +72,18 @@ class Metrics:
         self.preemptions = Gauge(
             "lutlm:num_preemptions", "Sequences preempted (recomputed later).", labels, registry=r
         )
+        self.draft_tokens = Gauge(
+            "lutlm:prompt_lookup_draft_tokens",
+            "Prompt-lookup draft tokens verified.",
+            labels,
+            registry=r,
+        )
+        self.accepted_tokens = Gauge(
+            "lutlm:prompt_lookup_accepted_tokens",
+            "Prompt-lookup draft tokens the model accepted.",
+            labels,
+            registry=r,
+        )
         self.ttft = Histogram(
             "lutlm:time_to_first_token_seconds",
             "Time from arrival to the first token.",
@@ -103,6 +115,8 @@ class Metrics:
         self.prefix_queries.labels(m).set(s.prefix_cache_queries)
         self.prefix_hits.labels(m).set(s.prefix_cache_hits)
         self.preemptions.labels(m).set(s.preemptions)
+        self.draft_tokens.labels(m).set(s.draft_tokens)
+        self.accepted_tokens.labels(m).set(s.accepted_tokens)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

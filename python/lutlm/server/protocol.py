@@ -68,12 +68,20 @@ class _SamplingFields(_Strict):
     repetition_penalty: float | None = None
     logit_bias: dict[str, float] | None = None
     ignore_eos: bool = False
+    # Prompt-lookup draft tokens per step (SamplingParams.prompt_lookup); None = the
+    # server's --prompt-lookup default.
+    prompt_lookup: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
 
     def sampling_params(
-        self, max_tokens: int, logprobs: int | None, prompt_logprobs: int | None, n: int
+        self,
+        max_tokens: int,
+        logprobs: int | None,
+        prompt_logprobs: int | None,
+        n: int,
+        prompt_lookup: int = 0,
     ) -> SamplingParams:
         """SamplingParams for this request (ValueError names a bad parameter)."""
         bias: dict[int, float] = {}
@@ -105,6 +113,7 @@ class _SamplingFields(_Strict):
             ignore_eos=self.ignore_eos,
             logprobs=logprobs,
             prompt_logprobs=prompt_logprobs,
+            prompt_lookup=prompt_lookup if self.prompt_lookup is None else self.prompt_lookup,
             **given,
         )
 
