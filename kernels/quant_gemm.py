@@ -140,33 +140,58 @@ def _dequant_tile(
     w_ptr,
     d_ptr,
     m_ptr,
-    offs_k,
+    k0,
     offs_n,
     N,
     K,
-    GS,
+    BLOCK_K: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    GS: tl.constexpr,
     BITS: tl.constexpr,
     ZERO: tl.constexpr,
     HAS_MIN: tl.constexpr,
 ):
-    """Weights [BLOCK_K, BLOCK_N] as fp32 values d * c + m (0 outside K and N)."""
+    """Weights k0..k0+BLOCK_K x offs_n as fp32 d * c + m (0 outside K and N). GS = 0: one
+    scale per row (ternary); else the group size, a constexpr so group boundaries are too."""
     CPW: tl.constexpr = 32 // BITS
     MASK: tl.constexpr = (1 << BITS) - 1
-    kmask = offs_k < K
-    mask = kmask[:, None] & (offs_n < N)[None, :]
-    # Each word is loaded once per code it holds; the repeats hit L1.
-    word = tl.load(
-        w_ptr + (offs_k // CPW)[:, None].to(tl.int64) * N + offs_n[None, :], mask=mask, other=0
+    WK: tl.constexpr = BLOCK_K // CPW  # words per column in the tile
+    nmask = offs_n < N
+    rows = k0 // CPW + tl.arange(0, WK)
+    words = tl.load(
+        w_ptr + rows[:, None].to(tl.int64) * N + offs_n[None, :],
+        mask=(rows < tl.cdiv(K, CPW))[:, None] & nmask[None, :],
+        other=0,
     )
-    # Arithmetic shift of a negative int32 smears the sign, which MASK drops again.
-    c = ((word >> ((offs_k % CPW) * BITS)[:, None]) & MASK).to(tl.float32)
-    g = (offs_k // GS)[:, None].to(tl.int64) * N + offs_n[None, :]
-    d = tl.load(d_ptr + g, mask=mask, other=0.0).to(tl.float32)
-    if HAS_MIN:
-        mn = tl.load(m_ptr + g, mask=mask, other=0.0).to(tl.float32)
-    else:
-        mn = -ZERO * d
-    return tl.where(mask, c * d + mn, 0.0)
+    # Each word is loaded once and split in registers: [WK, CPW, BLOCK_N], k = w * CPW + j.
+    # An arithmetic shift of a negative int32 smears the sign bit, which MASK drops again.
+    c = (words[:, None, :] >> (tl.arange(0, CPW) * BITS)[None, :, None]) & MASK
+    if GS == 0:
+        d = tl.load(d_ptr + offs_n, mask=nmask, other=0.0).to(tl.float32)[None, :]
+        w = tl.reshape(c, (BLOCK_K, BLOCK_N)).to(tl.float32) * d - ZERO * d
+    elif BLOCK_K <= GS:  # the tile lies in one group (k0 is a multiple of BLOCK_K)
+        # (+ 0 * offs_n: a vector to cast, since k0 is a Python int when interpreted)
+        g = (k0 // GS + 0 * offs_n).to(tl.int64) * N + offs_n
+        d = tl.load(d_ptr + g, mask=nmask, other=0.0).to(tl.float32)[None, :]
+        if HAS_MIN:
+            mn = tl.load(m_ptr + g, mask=nmask, other=0.0).to(tl.float32)[None, :]
+        else:
+            mn = -ZERO * d
+        w = tl.reshape(c, (BLOCK_K, BLOCK_N)).to(tl.float32) * d + mn
+    else:  # BLOCK_K / GS whole groups
+        NG: tl.constexpr = BLOCK_K // GS
+        gi = k0 // GS + tl.arange(0, NG)
+        g = gi[:, None].to(tl.int64) * N + offs_n[None, :]
+        gmask = (gi * GS < K)[:, None] & nmask[None, :]
+        d = tl.load(d_ptr + g, mask=gmask, other=0.0).to(tl.float32)
+        if HAS_MIN:
+            mn = tl.load(m_ptr + g, mask=gmask, other=0.0).to(tl.float32)
+        else:
+            mn = -ZERO * d
+        cg = tl.reshape(c, (NG, GS, BLOCK_N)).to(tl.float32)
+        w = tl.reshape(cg * d[:, None, :] + mn[:, None, :], (BLOCK_K, BLOCK_N))
+    offs_k = k0 + tl.arange(0, BLOCK_K)
+    return tl.where((offs_k < K)[:, None] & nmask[None, :], w, 0.0)
 
 
 @triton.jit
@@ -179,10 +204,10 @@ def _gemm_kernel(
     M,
     N,
     K,
-    GS,
     stride_xm,
     stride_ym,
     M_BUCKET,
+    GS: tl.constexpr,
     BITS: tl.constexpr,
     ZERO: tl.constexpr,
     HAS_MIN: tl.constexpr,
@@ -205,7 +230,9 @@ def _gemm_kernel(
             mask=(offs_m < M)[:, None] & (offs_k < k_hi)[None, :],
             other=0.0,
         )
-        w = _dequant_tile(w_ptr, d_ptr, m_ptr, offs_k, offs_n, N, k_hi, GS, BITS, ZERO, HAS_MIN)
+        w = _dequant_tile(
+            w_ptr, d_ptr, m_ptr, k0, offs_n, N, k_hi, BLOCK_K, BLOCK_N, GS, BITS, ZERO, HAS_MIN
+        )
         acc += tl.dot(x.to(tl.float16), w.to(tl.float16))
     y = y_ptr + offs_m[:, None].to(tl.int64) * stride_ym + offs_n[None, :]
     ymask = (offs_m < M)[:, None] & (offs_n < N)[None, :]
@@ -225,10 +252,10 @@ def _gemv_dequant_kernel(
     M,
     N,
     K,
-    GS,
     stride_xm,
     stride_ym,
     M_BUCKET,
+    GS: tl.constexpr,
     BITS: tl.constexpr,
     ZERO: tl.constexpr,
     HAS_MIN: tl.constexpr,
@@ -245,7 +272,9 @@ def _gemv_dequant_kernel(
     for k0 in range(k_lo, k_hi, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         x = tl.load(x_ptr + row.to(tl.int64) * stride_xm + offs_k, mask=offs_k < k_hi, other=0.0)
-        w = _dequant_tile(w_ptr, d_ptr, m_ptr, offs_k, offs_n, N, k_hi, GS, BITS, ZERO, HAS_MIN)
+        w = _dequant_tile(
+            w_ptr, d_ptr, m_ptr, k0, offs_n, N, k_hi, BLOCK_K, BLOCK_N, GS, BITS, ZERO, HAS_MIN
+        )
         acc += tl.sum(x.to(tl.float32)[:, None] * w, axis=0)
     y = y_ptr + row.to(tl.int64) * stride_ym + offs_n
     if SPLIT_K == 1:
@@ -284,11 +313,11 @@ def _gemv_lut_kernel(
     M,
     N,
     K,
-    GS,
     NBYTES,
     stride_xm,
     stride_ym,
     M_BUCKET,
+    GS: tl.constexpr,
     BITS: tl.constexpr,
     ZERO: tl.constexpr,
     HAS_MIN: tl.constexpr,
@@ -300,6 +329,7 @@ def _gemv_lut_kernel(
     pid_n, pid_k, row = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     CPB: tl.constexpr = 8 // BITS
     NB: tl.constexpr = BLOCK_K // CPB  # weight bytes per column per step
+    NW: tl.constexpr = NB // 4  # words per column per step
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     nmask = offs_n < N
     k_len = tl.cdiv(tl.cdiv(K, BLOCK_K), SPLIT_K) * BLOCK_K
@@ -308,12 +338,18 @@ def _gemv_lut_kernel(
     lut_row = lut_ptr + row.to(tl.int64) * NBYTES * 256
     acc = tl.zeros((BLOCK_N,), tl.float32)
     for k0 in range(k_lo, k_hi, BLOCK_K):
+        wrow = k0 // (4 * CPB) + tl.arange(0, NW)
+        words = tl.load(
+            w_ptr + wrow[:, None].to(tl.int64) * N + offs_n[None, :],
+            mask=(wrow < NBYTES // 4)[:, None] & nmask[None, :],
+            other=0,
+        )
+        # Bytes b = 4 w + j of the step, split from each word in registers.
+        byte = tl.reshape(
+            (words[:, None, :] >> (tl.arange(0, 4) * 8)[None, :, None]) & 0xFF, (NB, BLOCK_N)
+        )
         bpos = k0 // CPB + tl.arange(0, NB)
         bmask = (bpos < NBYTES)[:, None] & nmask[None, :]
-        word = tl.load(
-            w_ptr + (bpos // 4)[:, None].to(tl.int64) * N + offs_n[None, :], mask=bmask, other=0
-        )
-        byte = (word >> ((bpos % 4) * 8)[:, None]) & 0xFF
         part = tl.sum(
             tl.load(lut_row + bpos[:, None].to(tl.int64) * 256 + byte, mask=bmask, other=0.0),
             axis=0,
@@ -325,7 +361,10 @@ def _gemv_lut_kernel(
             ),
             axis=0,
         )
-        g = (k0 // GS).to(tl.int64) * N + offs_n
+        if GS == 0:  # one scale per row
+            g = offs_n.to(tl.int64)
+        else:
+            g = (k0 // GS + 0 * offs_n).to(tl.int64) * N + offs_n  # as in _dequant_tile
         d = tl.load(d_ptr + g, mask=nmask, other=0.0).to(tl.float32)
         if HAS_MIN:
             mn = tl.load(m_ptr + g, mask=nmask, other=0.0).to(tl.float32)
@@ -343,7 +382,7 @@ def _configs(tile: list[tuple[int, ...]], names: tuple[str, ...], warps: int = 4
     return [triton.Config(dict(zip(names, t, strict=True)), num_warps=warps) for t in tile]
 
 
-_KEY = ["M_BUCKET", "N", "K", "BITS"]
+_KEY = ["M_BUCKET", "N", "K", "GS", "BITS"]
 _gemm_tuned = tuned(
     _gemm_kernel,
     _configs(
@@ -422,7 +461,9 @@ def quant_matmul(
     if M == 0:
         return y
     m_ptr = w.m if w.m is not None else w.d  # never read without HAS_MIN
-    common = dict(BITS=w.bits, ZERO=w.zero, HAS_MIN=w.m is not None)
+    # GS = 0 marks one scale per row (ternary: a single group spanning K).
+    gs = 0 if w.bits == 2 else w.group_size
+    common = dict(GS=gs, BITS=w.bits, ZERO=w.zero, HAS_MIN=w.m is not None)
     bucket = min(next_pow2(M), 256)  # autotune key: one tuning per power-of-two M
     launch = _TUNED[kernel] if config is None and not interpreting() else _KERNELS[kernel]
     if launch is _KERNELS[kernel]:
@@ -446,7 +487,6 @@ def quant_matmul(
             M,
             N,
             K,
-            w.group_size,
             x.stride(0),
             y.stride(0),
             bucket,
@@ -467,7 +507,6 @@ def quant_matmul(
             M,
             N,
             K,
-            w.group_size,
             x.stride(0),
             y.stride(0),
             bucket,
@@ -492,7 +531,6 @@ def quant_matmul(
         M,
         N,
         K,
-        w.group_size,
         nbytes,
         x.stride(0),
         y.stride(0),

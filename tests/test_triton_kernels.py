@@ -101,8 +101,10 @@ def test_quant_matmul_matches_float_reference(fmt, gs, with_min, N, K):
         for kernel in kernels:
             if M > 3 and kernel != "gemm":
                 continue  # one program per row: the interpreter pays per row, nothing new
-            # Fixed default tiles, then a split-K tiling whose last split is ragged.
-            split = {"BLOCK_N": 16, "BLOCK_K": 32, "SPLIT_K": 3}
+            # Fixed default tiles (BLOCK_K 32: within one group), then a split-K tiling
+            # whose last split is ragged, with BLOCK_K 128 spanning several groups (the
+            # LUT kernel needs BLOCK_K to divide the group size).
+            split = {"BLOCK_N": 16, "BLOCK_K": 32 if kernel == "lut" else 128, "SPLIT_K": 3}
             if kernel == "gemm":
                 split["BLOCK_M"] = 16
             for config in (None, split):
