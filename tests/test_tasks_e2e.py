@@ -454,3 +454,26 @@ def test_gg_and_superopt_paths_on_a_tiny_qwen2(tmp_path, tiny_llms):
     )
     well_formed(s)
     assert s.status == "failed" and "Optimized Assembly Code:\n<|im_end|>" in s.prompt
+
+
+def test_cli_optimize_ir_writes_the_chosen_ir(tmp_path, monkeypatch, capsys):
+    from lutlm import cli
+
+    ir = sum_to_ir(tmp_path)
+    (tmp_path / "sum.ll").write_text(ir)
+    answer = "Run passes `-sroa -instcombine -simplifycfg` to get instruction count 9"
+    monkeypatch.setattr(cli, "_load", lambda args: Scripted([answer]))
+    out = tmp_path / "out.ll"
+    code = cli.main(["optimize-ir", str(tmp_path / "sum.ll"), "--json", "-o", str(out)])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["status"] == "verified"
+    written = out.read_text()
+    assert written.rstrip("\n") == report["verification"]["details"]["optimized_ir"].rstrip("\n")
+    assert "alloca" not in written  # -Oz's or the model's: either promoted the locals
+    assert cli.main(["optimize-ir", str(tmp_path / "sum.ll"), "--preset", "crt"]) == 2
+    assert "'crt' is for transpile, not optimize-ir" in capsys.readouterr().err
+    assert (
+        cli.main(["transpile", str(tmp_path / "sum.ll"), "--to", "armv5", "--preset", "superopt"])
+        == 2
+    )
+    assert "transpiles to x86_64" in capsys.readouterr().err

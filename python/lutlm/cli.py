@@ -150,10 +150,25 @@ def _read_text(path: str, what: str) -> str:
     return file.read_text(encoding="utf-8", errors="replace")
 
 
-def _report(result, as_json: bool) -> int:
-    """Print a task's result; exit 0 when verified or unverified, 1 when a tool failed it."""
+def _report(result, as_json: bool, output: str | None = None) -> int:
+    """Print a task's result; exit 0 when verified or unverified, 1 when a tool failed it.
+
+    output: a file for the usable artefact: the optimized IR (the model's or -Oz's, as
+    the verifier chose) for optimize-ir, the answer otherwise.
+    """
     import json
 
+    if output:
+        from pathlib import Path
+
+        if result.task == "optimize-ir":
+            artefact = result.verification.details.get("optimized_ir")
+        else:
+            artefact = result.answer
+        if artefact is None:
+            print(f"lutlm: nothing to write to {output} ({result.status})", file=sys.stderr)
+        else:
+            Path(output).write_text(artefact.rstrip("\n") + "\n", encoding="utf-8")
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
@@ -180,7 +195,7 @@ def _cmd_optimize_ir(args: argparse.Namespace) -> int:
         params=_task_params(args, preset),
         timeout=args.timeout,
     )
-    return _report(result, args.json)
+    return _report(result, args.json, args.output)
 
 
 def _cmd_decompile(args: argparse.Namespace) -> int:
@@ -204,7 +219,7 @@ def _cmd_decompile(args: argparse.Namespace) -> int:
         params=_task_params(args, preset),
         timeout=args.timeout,
     )
-    return _report(result, args.json)
+    return _report(result, args.json, args.output)
 
 
 def _cmd_transpile(args: argparse.Namespace) -> int:
@@ -227,7 +242,7 @@ def _cmd_transpile(args: argparse.Namespace) -> int:
         params=_task_params(args, preset),
         timeout=args.timeout,
     )
-    return _report(result, args.json)
+    return _report(result, args.json, args.output)
 
 
 def _task_args(p: argparse.ArgumentParser, task: str, default_preset: str) -> None:
@@ -243,6 +258,11 @@ def _task_args(p: argparse.ArgumentParser, task: str, default_preset: str) -> No
         help=f"prompt preset ({', '.join(presets_for(task))}; default {default_preset})",
     )
     p.add_argument("--json", action="store_true", help="print the result and report as JSON")
+    p.add_argument(
+        "-o",
+        "--output",
+        help="write the result to this file (optimize-ir: the chosen optimized IR)",
+    )
     p.add_argument("-n", "--n", type=int, default=1, help="answers to sample (best of n)")
     p.add_argument("--timeout", type=float, default=None, help="seconds per tool run")
     _weight_args(p)
