@@ -65,6 +65,14 @@ def test_resolve_device():
             resolve_device("cuda")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_llm_device_cuda_fails_before_loading_without_a_gpu(tmp_path):
+    from lutlm import LLM
+
+    with pytest.raises(RuntimeError, match="sees no CUDA GPU"):  # not FileNotFoundError
+        LLM(tmp_path / "missing.gguf", device="cuda")
+
+
 def test_resolve_device_without_triton(monkeypatch):
     monkeypatch.setattr(backends, "_gpu_stack_missing", lambda: ["triton"])
     assert resolve_device("auto") == "cpu"
