@@ -401,9 +401,17 @@ def short(preset: str):
 def test_llm_compiler_path_on_a_tiny_code_llama(tmp_path, tiny_llms):
     ir = sum_to_ir(tmp_path)
     llm = tiny_llms["codellama"]
-    r = optimize_ir(llm, ir, params=short("llm-compiler"))
+    r = optimize_ir(llm, ir, params=short("llm-compiler"), max_retries=1)
     d = well_formed(r)
     assert d["status"] in ("failed", "unverified")
+    if r.attempts[0].verification.status == "failed":  # the feedback round ran
+        assert [a.round for a in r.attempts] == [0, 1]
+    # The feedback turn's </s><s> are the special ids, not text.
+    from lutlm.tasks.optimize_ir import _followup
+
+    turn = llm.tokenizer.encode(_followup(get_preset("llm-compiler"), "[INST] q [/INST]", "a", "f"))
+    eos = llm.tokenizer.backend.token_to_id("</s>")
+    assert turn.count(llm.tokenizer.bos_token_id) == 2 and turn.count(eos) == 1
     typed = "[INST] Tell me how to optimize this LLVM-IR for object file size:\n\n<code>"
     bos = llm.tokenizer.bos_token_id
     assert r.prompt_token_ids == llm.tokenizer.encode(typed + ir + "</code> [/INST]")
