@@ -118,6 +118,7 @@ def test_pass_list_extraction():
         "module(function(sroa,instcombine))"
     )
     assert extract_pass_list("I cannot help with that.\nSorry.").answer is None
+    assert extract_pass_list("Run passes -sroa -gvn.").answer == "-sroa -gvn"
 
 
 def test_code_extractors():

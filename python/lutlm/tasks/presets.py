@@ -197,7 +197,8 @@ def extract_pass_list(text: str) -> Extracted:
             passes = stripped
         elif len(tokens) == 1 and re.fullmatch(r"[\w<>(),\-=;.]+", stripped):
             passes = stripped if re.search(r"[,(<]", stripped) else None
-    passes = passes.strip() if passes else None
+    # A sentence's full stop or comma is not part of the last pass name.
+    passes = passes.strip().rstrip(".,;") if passes else None
     fields: dict[str, Any] = {}
     if (i := _INSTRUCTIONS.search(body)) is not None:
         fields["predicted_instructions"] = int(i.group(1))
