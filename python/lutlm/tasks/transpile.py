@@ -4,7 +4,7 @@ to faster x86-64 with a superoptimizer), checked by running the user's tests.
 The input is converted to the syntax the preset's model was trained on (CRT reads Intel
 syntax, GG and the superoptimizer AT&T); the original input is the reference the tests
 run against natively. The candidate is assembled with the target's cross gcc and the tests
-run under qemu-user (lutlm.tasks.verify_asm); for x86-64 candidates both sides run
+run under qemu-user (lutlm.tasks.verify_asm); x86-64 candidates (superopt) run
 natively.
 """
 
@@ -130,111 +130,7 @@ def transpile(
 def _verify(
     candidate: str, target: str, tests: list, reference: str, timeout: float
 ) -> Verification:
-    if target == "x86_64":
-        return verify_native(candidate, tests, reference_asm=reference, timeout=timeout)
     from lutlm.tasks.verify_asm import verify_transpiled
 
-    # Assemblers want a final newline; a model's answer is stripped of it.
-    return verify_transpiled(
-        candidate.rstrip("\n") + "\n", target, tests, reference_asm=reference, timeout=timeout
-    )
-
-
-def verify_native(
-    candidate: str,
-    tests: list,
-    *,
-    reference_asm: str,
-    timeout: float = 10.0,
-    compile_timeout: float = 60.0,
-) -> Verification:
-    """An x86-64 candidate (the superopt preset) against the x86-64 reference: each test
-    driver linked with one and then the other, run natively, stdout and exit status
-    compared. Statuses as in verify_asm.verify_transpiled."""
-    from lutlm.tasks.toolchain import (
-        MissingTool,
-        find_tool,
-        resolve_tests,
-        run_tool,
-        tail,
-        trim_message,
-        workdir,
-    )
-
-    found = resolve_tests(tests)
-    details: dict = {"target": "x86_64", "tests": []}
-    if not found:
-        return Verification("unverified", "no tests given", details=details)
-    if find_tool("gcc") is None:
-        return Verification("unverified", str(MissingTool("gcc")), tool="gcc", details=details)
-    with workdir() as d:
-        for name, text in (("reference", reference_asm), ("candidate", candidate)):
-            (d / f"{name}.s").write_text(text.rstrip("\n") + "\n", encoding="utf-8")
-            res = run_tool(
-                ["gcc", "-c", f"{name}.s", "-o", f"{name}.o"], cwd=d, timeout=compile_timeout
-            )
-            if not res.ok:
-                msg = trim_message(res.stderr) or res.describe()
-                if name == "reference":
-                    details["reference_error"] = msg
-                    return Verification(
-                        "unverified",
-                        f"the x86-64 reference assembly does not assemble:\n{msg}",
-                        tool="gcc",
-                        details=details,
-                    )
-                return Verification(
-                    "failed", f"the candidate does not assemble:\n{msg}", "gcc", details
-                )
-        for i, (name, src) in enumerate(found):
-            (d / f"t{i}.c").write_text(src, encoding="utf-8")
-            entry: dict = {"name": name}
-            details["tests"].append(entry)
-            runs = {}
-            for side in ("reference", "candidate"):
-                build = run_tool(
-                    ["gcc", "-O0", f"t{i}.c", f"{side}.o", "-o", f"t{i}_{side}"],
-                    cwd=d,
-                    timeout=compile_timeout,
-                )
-                if not build.ok:
-                    msg = trim_message(build.stderr) or build.describe()
-                    if side == "reference":
-                        details["reference_error"] = f"{name}: {msg}"
-                        return Verification(
-                            "unverified",
-                            f"test {name} does not build with the reference:\n{msg}",
-                            "gcc",
-                            details,
-                        )
-                    entry["status"] = "link failed"
-                    return Verification(
-                        "failed",
-                        f"test {name} does not link with the candidate:\n{msg}",
-                        "gcc",
-                        details,
-                    )
-                runs[side] = run_tool([str(d / f"t{i}_{side}")], cwd=d, timeout=timeout)
-            ref, cand = runs["reference"], runs["candidate"]
-            entry.update(
-                expected_stdout=tail(ref.stdout),
-                stdout=tail(cand.stdout),
-                expected_returncode=ref.returncode,
-                returncode=cand.returncode,
-                timed_out=cand.timed_out,
-            )
-            same = (ref.stdout, ref.returncode) == (cand.stdout, cand.returncode)
-            entry["status"] = "passed" if same and not cand.timed_out else "differs"
-            if entry["status"] != "passed":
-                return Verification(
-                    "failed",
-                    f"test {name}: the candidate {cand.describe()} and printed "
-                    f"{tail(cand.stdout, 200)!r}; the reference {ref.describe()} and printed "
-                    f"{tail(ref.stdout, 200)!r}",
-                    None,
-                    details,
-                )
-    details["passed"] = details["total"] = len(found)
-    return Verification(
-        "verified", f"all {len(found)} tests behave as the reference", None, details
-    )
+    # x86_64 (superopt) candidates run natively next to the reference; others under qemu.
+    return verify_transpiled(candidate, target, tests, reference_asm=reference, timeout=timeout)
