@@ -28,9 +28,11 @@ namespace {
 // (16 x 512 bytes) and the activation block stay in L1/L2.
 constexpr int kMadKBlock = 512;
 // Up to this many activation rows (act_bits 16 counts two per row of x), MAD over
-// nibble-layout INT4 decodes the weights in registers (one kernel call for all rows);
-// above, once per K-block into a buffer that every row reads.
-constexpr int64_t kNibbleFusedMaxRows = kMadRows;
+// nibble-layout INT4 decodes the weights in registers, again for every kMadRows rows
+// (the codes are in L1 by then: decoding costs less than a pass over a decoded buffer,
+// 10-20 % on the 3-17 token verification steps of prompt lookup at act_bits 16); above
+// (prefill), once per K-block into a buffer that every row reads.
+constexpr int64_t kNibbleFusedMaxRows = 32;
 // A task's slice of packed weights should stay in L2 while all M rows pass over it.
 constexpr int64_t kTaskBytes = 256 * 1024;
 
@@ -361,10 +363,12 @@ void gemm_int4(const float* x, int64_t M, const Int4Weights& w, Method method, i
       a, N, tile_bytes, (size_t)kTileRows * kMadKBlock,
       [&](int64_t t, int64_t kb, int klen, uint8_t* w8, float* acc) {
         const Int4TileArgs ta = tile_args(t, kb / gs, (int)(klen / gs));
-        if (fused) {  // few rows: the nibbles are decoded in registers, once for all
-          kern.mad_int4_nibble_tile_rows((int)a.rows, a.x8_at(0, kb), a.Kp, a.scale_at(0, kb / gs),
-                                         a.xsum8_at(0, kb / gs), a.G, ta.codes, ta.d, ta.m,
-                                         ta.groups, (int)gs, acc);
+        if (fused) {  // the nibbles are decoded in registers, once per kMadRows rows
+          for (int64_t r = 0; r < a.rows; r += kMadRows)
+            kern.mad_int4_nibble_tile_rows((int)std::min<int64_t>(kMadRows, a.rows - r),
+                                           a.x8_at(r, kb), a.Kp, a.scale_at(r, kb / gs),
+                                           a.xsum8_at(r, kb / gs), a.G, ta.codes, ta.d, ta.m,
+                                           ta.groups, (int)gs, acc + r * kTileRows);
           return;
         }
         if (w.layout == Int4Layout::kNibbles)
