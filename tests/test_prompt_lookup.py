@@ -101,6 +101,15 @@ def test_draft_length_adapts_to_acceptance():
     assert state.draft_len == 16  # capped by the request's prompt_lookup
     state.update(1, 0)
     assert state.draft_len == 1
+    # Misses in a row pause drafting for 1, 3, 7, 15, 15 steps; a hit ends the pauses.
+    state, t = LookupState.new(1), np.array([1, 2, 1])
+    for pause in (1, 3, 7, 15, 15):
+        assert propose(t, state, 10) == [2]
+        state.update(1, 0)
+        assert [propose(t, state, 10) for _ in range(pause)] == [[]] * pause
+    assert propose(t, state, 10) == [2]
+    state.update(1, 1)
+    assert propose(t, state, 10) == [2]
 
 
 # -- the engine, tiny f32 model --------------------------------------------------------

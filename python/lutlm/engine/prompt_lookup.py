@@ -15,9 +15,10 @@ occurrence. Longer n-grams are tried first: they are more specific.
 
 How many: a draft costs a row of every GEMM whether it is accepted or not, so each
 sequence adapts its draft length to what the model accepted: it doubles after a draft
-accepted in full and falls to one more than the accepted count otherwise. A sequence
-whose drafts keep failing (free text) therefore verifies one draft at a time, which is
-nearly free on memory-bound hardware.
+accepted in full and falls to one more than the accepted count otherwise. When not one
+draft is accepted, the sequence stops drafting for 1, 3, 7, 15 steps after 1, 2, 3, 4+
+misses in a row: free text, where lookups rarely hit, then pays for a failed draft only
+now and then.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 
 MAX_NGRAM = 3  # longest suffix looked up
 MIN_NGRAM = 1  # shortest
+MAX_PAUSE_DOUBLINGS = 4  # the longest pause after misses is 2^4 - 1 steps
 
 
 @dataclass(slots=True)
@@ -38,6 +40,8 @@ class LookupState:
     draft_len: int  # drafts to propose next
     source: int = -1  # where the last accepted copy's continuation starts; -1: none
     proposed_source: int = -1  # where the pending drafts were copied from
+    misses: int = 0  # verifications in a row that accepted nothing
+    pause: int = 0  # steps left without drafting
 
     @classmethod
     def new(cls, max_drafts: int) -> LookupState:
@@ -47,6 +51,11 @@ class LookupState:
         """Adapt after a verification of num_drafts drafts, num_accepted accepted."""
         if num_drafts == 0:
             return
+        if num_accepted == 0:
+            self.misses += 1
+            self.pause = (1 << min(self.misses, MAX_PAUSE_DOUBLINGS)) - 1
+        else:
+            self.misses = 0
         if num_accepted == num_drafts:
             self.draft_len = min(self.max_drafts, 2 * self.draft_len)
         else:
@@ -70,6 +79,9 @@ def propose(tokens: np.ndarray, state: LookupState, limit: int) -> list[int]:
     k = min(state.draft_len, limit)
     state.proposed_source = -1
     n_total = len(tokens)
+    if state.pause:
+        state.pause -= 1
+        return []
     if k <= 0:
         return []
     for n in range(min(MAX_NGRAM, n_total - 1), MIN_NGRAM - 1, -1):
