@@ -39,23 +39,35 @@ def test_generate_batch_and_stop_string(llm):
 
 def test_cli_generate_streams_the_answer():
     smollm2_path()
+    args = ["generate", "--chat", "--max-tokens", "30", "What is the capital of France?"]
+    runs = [
+        subprocess.run(
+            [sys.executable, "-m", "lutlm.cli", *args, *extra],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        for extra in ([], ["--prompt-lookup", "8"])
+    ]
+    for out in runs:
+        assert out.returncode == 0, out.stderr
+    assert "Paris" in runs[0].stdout
+    assert runs[1].stdout == runs[0].stdout  # drafting changes speed, not tokens
+
+
+def test_cli_device_cuda_without_a_gpu_is_a_usage_error():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
     out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lutlm.cli",
-            "generate",
-            "--chat",
-            "--max-tokens",
-            "30",
-            "What is the capital of France?",
-        ],
+        [sys.executable, "-m", "lutlm.cli", "generate", "hi", "--device", "cuda"],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=120,
     )
-    assert out.returncode == 0, out.stderr
-    assert "Paris" in out.stdout
+    assert out.returncode == 2, out.stderr
+    assert "--device cuda" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_cli_reports_a_missing_model(tmp_path):

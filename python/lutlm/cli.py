@@ -30,16 +30,24 @@ def _sampling(args: argparse.Namespace):
         top_p=args.top_p,
         top_k=args.top_k,
         seed=args.seed,
+        prompt_lookup=args.prompt_lookup,
     )
 
 
 def _load(args: argparse.Namespace):
     from lutlm import _C
+    from lutlm.backends import resolve_device
     from lutlm.llm import LLM
 
     if args.threads:
         _C.set_num_threads(args.threads)
-    return LLM(args.model, weights=args.weights, head=args.head, act_bits=args.act_bits)
+    try:
+        device = resolve_device(args.device)
+    except RuntimeError as e:  # no GPU stack or no GPU: a usage error, not a crash
+        raise ValueError(str(e)) from None
+    return LLM(
+        args.model, weights=args.weights, head=args.head, act_bits=args.act_bits, device=device
+    )
 
 
 def _stream(llm, prompt_ids: list[int], params, out=sys.stdout) -> list[int]:
@@ -119,6 +127,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         weights=args.weights,
         head=args.head,
         act_bits=args.act_bits,
+        device=args.device,
+        prompt_lookup=args.prompt_lookup,
         allowed_origins=args.allowed_origins or [],
     )
     uvicorn.run(create_app(config), host=args.host, port=args.port, log_level=args.log_level)
@@ -266,6 +276,7 @@ def _task_args(p: argparse.ArgumentParser, task: str, default_preset: str) -> No
     p.add_argument("-n", "--n", type=int, default=1, help="answers to sample (best of n)")
     p.add_argument("--timeout", type=float, default=None, help="seconds per tool run")
     _weight_args(p)
+    _device_arg(p)
     p.add_argument("--max-tokens", type=int, help="default: the preset's")
     p.add_argument("--temperature", type=float, help="default: 0 (greedy), 1 when sampling n > 1")
     p.add_argument("--top-p", type=float)
@@ -313,6 +324,23 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=-1)
     p.add_argument("--seed", type=int)
+    p.add_argument("--prompt-lookup", type=int, default=0, help=_PROMPT_LOOKUP_HELP)
+
+
+_PROMPT_LOOKUP_HELP = (
+    "draft up to this many tokens per step by copying from the prompt, verified in one "
+    "forward: same tokens, faster on rewriting tasks (default 0: off)"
+)
+
+
+def _device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--device",
+        default="cpu",
+        choices=("cpu", "cuda", "auto"),
+        help="cpu (default), cuda (the Triton kernels, needs torch + triton and a GPU) or "
+        "auto (cuda when torch sees a GPU)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -327,10 +355,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("prompt")
     gen.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     _model_args(gen)
+    _device_arg(gen)
     gen.set_defaults(func=_cmd_generate)
     chat = sub.add_parser("chat", help="interactive chat, streaming the answers")
     chat.add_argument("--system", help="system message")
     _model_args(chat)
+    _device_arg(chat)
     chat.set_defaults(func=_cmd_chat)
     serve = sub.add_parser("serve", help="serve a model over the OpenAI API")
     serve.add_argument(
@@ -355,7 +385,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--allowed-origins", nargs="*", help="enable CORS for these origins (default: off)"
     )
     serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--prompt-lookup",
+        type=int,
+        default=0,
+        help="the default of requests that don't send prompt_lookup: " + _PROMPT_LOOKUP_HELP,
+    )
     _weight_args(serve)
+    _device_arg(serve)
     serve.set_defaults(func=_cmd_serve)
     quant = sub.add_parser(
         "quantize", help="write a model packed once, to load in about a second (by mmap)"

@@ -55,6 +55,7 @@ class ServerConfig:
     head: str = "int8"
     act_bits: int = 16
     prompt_lookup: int = 0  # draft tokens for requests that don't say (0 = off)
+    device: str = "cpu"  # cpu, cuda or auto (see LLM)
     allowed_origins: list[str] = field(default_factory=list)  # CORS off when empty
 
 
@@ -81,6 +82,7 @@ class _State:
                 max_model_len=self.config.max_model_len,
                 kv_cache_memory_gb=self.config.kv_cache_memory_gb,
                 max_num_seqs=self.config.max_num_seqs,
+                device=self.config.device,
             )
         except Exception as e:  # reported by /health and every endpoint
             log.exception("loading the model failed")
