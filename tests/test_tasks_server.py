@@ -40,10 +40,26 @@ def server(tmp_path_factory):
             kv_cache_memory_gb=0.05,
             weights="f32",
             head="f32",
+            allow_test_execution=True,
         )
     )
     yield srv
     srv.stop()
+
+
+def test_tests_in_a_request_need_the_servers_consent(tmp_path):
+    path = tiny_model(tmp_path / "deepseek", "deepseek")
+    srv = LiveServer(ServerConfig(model=str(path), weights="f32", head="f32"))
+    try:
+        body = {"asm": "f:\n\tret\n", "target": "aarch64", "tests": [PRINT_DRIVER], **SHORT}
+        status, out = srv.request("POST", "/v1/tasks/transpile", body)
+        assert status == 403 and out["error"]["param"] == "tests"
+        assert "--allow-test-execution" in out["error"]["message"]
+        body = {"asm": "f:\n\tret\n", "tests": [PRINT_DRIVER], **SHORT}
+        status, out = srv.request("POST", "/v1/tasks/decompile", body)
+        assert status == 403
+    finally:
+        srv.stop()
 
 
 def post(server, path, body, headers=AUTH):

@@ -129,6 +129,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         act_bits=args.act_bits,
         device=args.device,
         prompt_lookup=args.prompt_lookup,
+        allow_test_execution=args.allow_test_execution,
         allowed_origins=args.allowed_origins or [],
     )
     uvicorn.run(create_app(config), host=args.host, port=args.port, log_level=args.log_level)
@@ -383,6 +384,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--allowed-origins", nargs="*", help="enable CORS for these origins (default: off)"
+    )
+    serve.add_argument(
+        "--allow-test-execution",
+        action="store_true",
+        help="let /v1/tasks/* requests run the C test programs they carry (unsandboxed, as "
+        "this user; only for clients you trust)",
     )
     serve.add_argument("--log-level", default="info")
     serve.add_argument(

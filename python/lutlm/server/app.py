@@ -56,6 +56,9 @@ class ServerConfig:
     act_bits: int = 16
     prompt_lookup: int = 0  # draft tokens for requests that don't say (0 = off)
     device: str = "cpu"  # cpu, cuda or auto (see LLM)
+    # /v1/tasks/* may compile and run the C test programs a request carries (as the
+    # server's user, unsandboxed): off unless asked for.
+    allow_test_execution: bool = False
     allowed_origins: list[str] = field(default_factory=list)  # CORS off when empty
 
 

@@ -9,7 +9,9 @@ the in-flight limit and are aborted when the client goes away.
 
 Test drivers travel in the body as C source texts and are written to a fresh temporary
 directory here: a request never names a path on the server. A binary to decompile travels
-base64-encoded.
+base64-encoded. Test programs (and the model's code they call) run as the server's user,
+with time, file-size and core-dump limits but no sandbox, so requests that carry tests are
+refused (403) unless the server was started with --allow-test-execution.
 """
 
 from __future__ import annotations
@@ -137,7 +139,15 @@ def _params(body: _TaskRequest, preset: Any) -> SamplingParams:
         raise APIError(msg, param=msg.split(" ", 1)[0]) from None
 
 
-def _write_tests(directory: Path, sources: list[str]) -> list[str]:
+def _write_tests(request: Request, directory: Path, sources: list[str]) -> list[str]:
+    if sources and not request.app.state.lutlm.config.allow_test_execution:
+        raise APIError(
+            "this server does not run test programs: they would run unsandboxed as the "
+            "server's user; start it with --allow-test-execution to allow it",
+            403,
+            type="permission_error",
+            param="tests",
+        )
     paths = []
     for i, src in enumerate(sources):
         path = directory / f"test_{i}.c"
@@ -203,7 +213,7 @@ async def decompile_endpoint(body: DecompileRequest, request: Request) -> JSONRe
             body,
             decompile,
             **source,
-            tests=_write_tests(d, body.tests),
+            tests=_write_tests(request, d, body.tests),
             preset=preset,
             n=body.n,
             params=params,
@@ -228,7 +238,7 @@ async def transpile_endpoint(body: TranspileRequest, request: Request) -> JSONRe
             transpile,
             body.asm,
             body.target,
-            tests=_write_tests(Path(tmp), body.tests),
+            tests=_write_tests(request, Path(tmp), body.tests),
             preset=preset,
             c_code=body.c_code,
             n=body.n,
