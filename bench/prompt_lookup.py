@@ -1,0 +1,133 @@
+"""Prompt-lookup decoding: decode tokens/s with and without drafts, same run.
+
+For each prompt, greedy generation runs with drafts off and on, on one engine, and the
+decode phase is timed: from the step that produced the first token to the last step
+(prefill is not timed, so prefix-cache hits of later runs change nothing). The tokens
+must be identical (the bench stops otherwise). Reported: decode tokens/s of both, their ratio,
+drafted and accepted tokens, and tokens per verification step.
+
+    python bench/prompt_lookup.py [--model FILE] [--act-bits 16] [--k 16] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+from lutlm import _C
+from lutlm.engine.sampling_params import SamplingParams
+from lutlm.llm import LLM
+
+C_FUNCTION = """int sum_positive(const int *values, int count) {
+    int total = 0;
+    for (int i = 0; i < count; i++) {
+        if (values[i] > 0) {
+            total += values[i];
+        }
+    }
+    return total;
+}"""
+
+IR_FUNCTION = """define dso_local i32 @sum_positive(i32* nocapture noundef readonly %values, \
+i32 noundef %count) local_unnamed_addr #0 {
+entry:
+  %cmp11 = icmp sgt i32 %count, 0
+  br i1 %cmp11, label %for.body.preheader, label %for.cond.cleanup
+
+for.body.preheader:                               ; preds = %entry
+  %wide.trip.count = zext i32 %count to i64
+  br label %for.body
+
+for.cond.cleanup:                                 ; preds = %for.body, %entry
+  %total.0.lcssa = phi i32 [ 0, %entry ], [ %spec.select, %for.body ]
+  ret i32 %total.0.lcssa
+
+for.body:                                         ; preds = %for.body.preheader, %for.body
+  %indvars.iv = phi i64 [ 0, %for.body.preheader ], [ %indvars.iv.next, %for.body ]
+  %total.012 = phi i32 [ 0, %for.body.preheader ], [ %spec.select, %for.body ]
+  %arrayidx = getelementptr inbounds i32, i32* %values, i64 %indvars.iv
+  %0 = load i32, i32* %arrayidx, align 4
+  %cmp1 = icmp sgt i32 %0, 0
+  %add = select i1 %cmp1, i32 %0, i32 0
+  %spec.select = add nuw nsw i32 %add, %total.012
+  %indvars.iv.next = add nuw nsw i64 %indvars.iv, 1
+  %exitcond.not = icmp eq i64 %indvars.iv.next, %wide.trip.count
+  br i1 %exitcond.not, label %for.cond.cleanup, label %for.body
+}"""
+
+PROMPTS = {
+    "rewrite: C, rename": (
+        "rewrite",
+        "Repeat this C function with the variable `total` renamed to `sum` and nothing "
+        f"else changed. Answer with the code only.\n\n{C_FUNCTION}",
+    ),
+    "rewrite: LLVM IR": (
+        "rewrite",
+        f"Re-emit this LLVM IR function unchanged. Answer with the IR only.\n\n{IR_FUNCTION}",
+    ),
+    "free: story": ("free", "Write a short story about a lighthouse keeper and a storm."),
+    "free: explain": ("free", "Explain how a compiler turns source code into machine code."),
+}
+
+
+def timed_decode(llm: LLM, ids: list[int], params: SamplingParams) -> tuple[list[int], float]:
+    """Greedy tokens and the seconds of the decode phase (after the first token)."""
+    eng = llm.engine
+    rid = eng.add_request(ids, params)
+    req = eng.requests[rid]
+    while not req.output_ids:
+        eng.step()
+    t0 = time.perf_counter()
+    while eng.has_unfinished():
+        eng.step()
+    return eng.requests.pop(rid).output_ids, time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None, help="default: SmolLM2-135M-Instruct")
+    ap.add_argument("--act-bits", type=int, default=16)
+    ap.add_argument("--k", type=int, default=16, help="prompt_lookup (max drafts per step)")
+    ap.add_argument("--max-tokens", type=int, default=160)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--repeat", type=int, default=2, help="runs per mode; the fastest counts")
+    args = ap.parse_args()
+    if args.threads:
+        _C.set_num_threads(args.threads)
+    llm = LLM(args.model, act_bits=args.act_bits)
+    print(
+        f"# {platform.processor() or platform.machine()}, {_C.get_num_threads()} threads, "
+        f"isa {_C.cpu_info()['isa']}, act_bits {args.act_bits}, k {args.k}"
+    )
+    print(
+        f"{'prompt':<20} {'tokens':>6} {'plain tok/s':>11} {'lookup tok/s':>12} {'ratio':>6} "
+        f"{'drafted':>7} {'accepted':>8} {'tok/step':>8}"
+    )
+    for name, (_, text) in PROMPTS.items():
+        chat = llm.tokenizer.apply_chat_template([{"role": "user", "content": text}])
+        ids = llm.tokenizer.encode(chat, add_special_tokens=False)
+        runs = {}
+        for k in (0, args.k):
+            params = SamplingParams(max_tokens=args.max_tokens, temperature=0, prompt_lookup=k)
+            best = None
+            for _ in range(args.repeat):
+                d0, a0 = llm.engine.num_draft_tokens, llm.engine.num_accepted_tokens
+                tokens, secs = timed_decode(llm, ids, params)
+                stats = (llm.engine.num_draft_tokens - d0, llm.engine.num_accepted_tokens - a0)
+                if best is None or secs < best[1]:
+                    best = (tokens, secs, stats)
+            runs[k] = best
+        (t_plain, s_plain, _), (t_pl, s_pl, (drafted, accepted)) = runs[0], runs[args.k]
+        if t_plain != t_pl:
+            raise SystemExit(f"{name}: tokens differ with prompt lookup (a bug)")
+        n = len(t_plain) - 1  # decode-phase tokens
+        steps = n - accepted  # each step gives one token plus its accepted drafts
+        print(
+            f"{name:<20} {n:>6} {n / s_plain:>11.1f} {n / s_pl:>12.1f} "
+            f"{s_plain / s_pl:>5.2f}x {drafted:>7} {accepted:>8} {n / max(steps, 1):>8.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
