@@ -63,18 +63,27 @@ def repetitive_prompts(seed: int, count: int) -> list[list[int]]:
 # -- the drafter -----------------------------------------------------------------------
 
 
+def drafter(max_drafts: int, draft_len: int | None = None) -> LookupState:
+    state = LookupState.new(max_drafts)
+    assert state.draft_len == 1  # every sequence starts with one draft
+    state.draft_len = max_drafts if draft_len is None else draft_len
+    return state
+
+
 def test_propose_copies_what_followed_the_suffix():
     t = np.array([5, 1, 2, 3, 4, 6, 7, 8, 1, 2, 3])
-    assert propose(t, LookupState.new(4), limit=10) == [4, 6, 7, 8]
-    assert propose(t, LookupState.new(9), limit=2) == [4, 6]  # the caller's limit wins
-    assert propose(t, LookupState.new(9), limit=0) == []
+    assert propose(t, drafter(4), limit=10) == [4, 6, 7, 8]
+    assert propose(t, drafter(9), limit=2) == [4, 6]  # the caller's limit wins
+    assert propose(t, drafter(9), limit=0) == []
     # Longest n-gram first: [9, 2, 3] never occurred, [2, 3] did (followed by 4).
-    assert propose(np.array([2, 3, 4, 0, 9, 2, 3]), LookupState.new(2), 10) == [4, 0]
-    assert propose(np.array([1, 2, 3]), LookupState.new(4), 10) == []  # no repeat
-    # The latest occurrence wins without a copy position: 7 followed by 8 then by 9.
-    assert propose(np.array([7, 8, 0, 7, 9, 0, 7]), LookupState.new(1), 10) == [9]
+    assert propose(np.array([2, 3, 4, 0, 9, 2, 3]), drafter(2), 10) == [4, 0]
+    assert propose(np.array([1, 2, 3]), drafter(4), 10) == []  # no repeat
+    # The latest occurrence wins without a copy position: 7 0 followed by 8, then by 9.
+    assert propose(np.array([7, 0, 8, 7, 0, 9, 7, 0]), drafter(1), 10) == [9]
     # A run of one token drafts more of it.
-    assert propose(np.array([4, 4, 4]), LookupState.new(3), 10) == [4]
+    assert propose(np.array([4, 4, 4]), drafter(3), 10) == [4]
+    # A lone 1-gram match (no copy to resume) drafts nothing: free text is full of them.
+    assert propose(np.array([7, 8, 0, 7]), drafter(2), 10) == []
 
 
 def test_copy_position_follows_the_source_forward():
@@ -82,12 +91,19 @@ def test_copy_position_follows_the_source_forward():
     # after the rename the lookup of "=" continues where the copy stopped, not at the
     # latest "=" (which is in the output itself).
     src = [20, 10, 11, 12, 13, 10, 11, 14, 13]
-    state = LookupState.new(4)
+    state = drafter(4)
     assert propose(np.array([*src, 20, 10, 11]), state, 10) == [12, 13, 10, 11]
     state.update(4, 2)  # "a ;" accepted, then the model wrote y (30) instead of x
     assert state.source == 6 and state.draft_len == 3
     out = [20, 10, 11, 12, 13, 30, 11]
     assert propose(np.array([*src, *out]), state, 10) == [14, 13, 20]
+    # A 1-gram match far beyond where the copy stopped is not trusted.
+    far = [*src, *([40, 41, 42] * 4), 11]
+    state = drafter(4)
+    state.source = 1
+    assert propose(np.array(far), state, 10) == [12, 13, 10, 11]  # at the copy position
+    state.source = len(far) - 1
+    assert propose(np.array(far), state, 10) == []  # the latest is 9 tokens back: no
 
 
 def test_draft_length_adapts_to_acceptance():
@@ -102,14 +118,16 @@ def test_draft_length_adapts_to_acceptance():
     state.update(1, 0)
     assert state.draft_len == 1
     # Misses in a row pause drafting for 1, 3, 7, 15, 15 steps; a hit ends the pauses.
-    state, t = LookupState.new(1), np.array([1, 2, 1])
+    state = LookupState.new(4)
     for pause in (1, 3, 7, 15, 15):
-        assert propose(t, state, 10) == [2]
+        assert not state.paused()
         state.update(1, 0)
-        assert [propose(t, state, 10) for _ in range(pause)] == [[]] * pause
-    assert propose(t, state, 10) == [2]
-    state.update(1, 1)
-    assert propose(t, state, 10) == [2]
+        assert [state.paused() for _ in range(pause + 1)] == [True] * pause + [False]
+        state.pause = 0
+    state.update(1, 1)  # a hit: the next miss pauses one step again
+    assert state.misses == 0 and not state.paused()
+    state.update(1, 0)
+    assert state.paused() and not state.paused()
 
 
 # -- the engine, tiny f32 model --------------------------------------------------------

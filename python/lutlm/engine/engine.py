@@ -215,6 +215,9 @@ class LLMEngine:
         for req in self.scheduler.running:
             if req.lookup is None or req.num_tokens - req.num_computed_tokens != 1:
                 continue
+            if req.lookup.paused():
+                req.draft_ids = []
+                continue
             # All drafts accepted plus the model's own token must fit in max_tokens.
             left = req.params.max_tokens - len(req.output_ids) - 1
             drafts = propose(np.asarray(req.all_ids, np.int64), req.lookup, left)

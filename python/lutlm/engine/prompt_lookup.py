@@ -11,11 +11,13 @@ the output is what decoding one token at a time gives (engine.py).
 Which occurrence: copying walks forward through its source, so the drafter remembers
 where its last accepted copy ended (`LookupState.source`) and prefers the first
 occurrence whose continuation starts there or later; without one it takes the latest
-occurrence. Longer n-grams are tried first: they are more specific.
+occurrence. Longer n-grams are tried first: they are more specific. A single token
+matches all over free text, so a 1-gram match counts only where it resumes a copy a
+few tokens after it stopped (a renamed identifier, a changed constant).
 
 How many: a draft costs a row of every GEMM whether it is accepted or not, so each
-sequence adapts its draft length to what the model accepted: it doubles after a draft
-accepted in full and falls to one more than the accepted count otherwise. When not one
+sequence adapts its draft length to what the model accepted: it starts at one, doubles
+after a draft accepted in full and falls to one more than the accepted count otherwise. When not one
 draft is accepted, the sequence stops drafting for 1, 3, 7, 15 steps after 1, 2, 3, 4+
 misses in a row: free text, where lookups rarely hit, then pays for a failed draft only
 now and then.
@@ -30,6 +32,8 @@ import numpy as np
 MAX_NGRAM = 3  # longest suffix looked up
 MIN_NGRAM = 1  # shortest
 MAX_PAUSE_DOUBLINGS = 4  # the longest pause after misses is 2^4 - 1 steps
+# A 1-gram match is used only within this many tokens after where the last copy ended.
+SINGLE_TOKEN_REACH = 8
 
 
 @dataclass(slots=True)
@@ -45,7 +49,15 @@ class LookupState:
 
     @classmethod
     def new(cls, max_drafts: int) -> LookupState:
-        return cls(max_drafts=max_drafts, draft_len=max_drafts)
+        # Start with one draft: a long first guess that fails costs several steps.
+        return cls(max_drafts=max_drafts, draft_len=1)
+
+    def paused(self) -> bool:
+        """Whether this step drafts nothing (after misses); counts the step if so."""
+        if self.pause:
+            self.pause -= 1
+            return True
+        return False
 
     def update(self, num_drafts: int, num_accepted: int) -> None:
         """Adapt after a verification of num_drafts drafts, num_accepted accepted."""
@@ -79,9 +91,6 @@ def propose(tokens: np.ndarray, state: LookupState, limit: int) -> list[int]:
     k = min(state.draft_len, limit)
     state.proposed_source = -1
     n_total = len(tokens)
-    if state.pause:
-        state.pause -= 1
-        return []
     if k <= 0:
         return []
     for n in range(min(MAX_NGRAM, n_total - 1), MIN_NGRAM - 1, -1):
@@ -99,6 +108,9 @@ def propose(tokens: np.ndarray, state: LookupState, limit: int) -> list[int]:
             start = int(ahead[0]) if ahead.size else int(starts[-1])
         else:
             start = int(starts[-1])
+        if n == 1 and (state.source < 0 or not 0 <= start - state.source <= SINGLE_TOKEN_REACH):
+            # One token matches all over free text; trust it only to resume a copy.
+            return []
         state.proposed_source = start
         return tokens[start : start + k].tolist()
     return []
