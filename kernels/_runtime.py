@@ -8,7 +8,7 @@ there each kernel runs one fixed small configuration instead, chosen by its laun
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import triton
@@ -28,9 +28,22 @@ def tuned(
     configs: Sequence[triton.Config],
     key: list[str],
     reset_to_zero: list[str] | None = None,
+    prune: Callable[..., list] | None = None,
 ) -> Any:
     """The autotuned form of a jitted kernel on a GPU; None under the interpreter (the
     launcher then calls the plain kernel with its fixed configuration)."""
     if interpreting():
         return None
-    return triton.autotune(configs=list(configs), key=key, reset_to_zero=reset_to_zero)(kernel)
+
+    def bench(fn: Callable[[], Any], quantiles: Sequence[float]) -> Any:
+        # Short runs: tuning happens on a model's first steps (once per shape key), where
+        # Triton's default 25 + 100 ms per configuration would stall them for seconds.
+        return triton.testing.do_bench(fn, warmup=5, rep=20, quantiles=quantiles)
+
+    return triton.autotune(
+        configs=list(configs),
+        key=key,
+        reset_to_zero=reset_to_zero,
+        prune_configs_by={"early_config_prune": prune} if prune else None,
+        do_bench=bench,
+    )(kernel)

@@ -378,30 +378,65 @@ def _gemv_lut_kernel(
         tl.atomic_add(y, acc, mask=nmask)
 
 
-def _configs(tile: list[tuple[int, ...]], names: tuple[str, ...], warps: int = 4) -> list:
-    return [triton.Config(dict(zip(names, t, strict=True)), num_warps=warps) for t in tile]
+def _configs(tiles: list[tuple[int, ...]], names: tuple[str, ...]) -> list:
+    """triton.Configs from tuples of the named sizes followed by num_warps."""
+    return [triton.Config(dict(zip(names, t[:-1], strict=True)), num_warps=t[-1]) for t in tiles]
+
+
+# Autotune spaces: tiles that compile for sm_90 without register spills at every format
+# (python -m lutlm.kernels.aot_check --all); the in-register dequantization needs 8 warps
+# beyond about 4096 weights per tile. Which of them wins is measured on the card.
+GEMM_TILES = [  # BLOCK_M, BLOCK_N, BLOCK_K, warps
+    (16, 64, 64, 4),
+    (16, 64, 64, 8),
+    (32, 64, 64, 8),
+    (64, 64, 64, 8),
+    (64, 128, 64, 8),
+    (128, 64, 64, 8),
+]
+GEMV_TILES = [  # BLOCK_N, BLOCK_K, warps
+    (32, 64, 4),
+    (64, 64, 4),
+    (128, 64, 4),
+    (32, 128, 4),
+    (64, 128, 8),
+    (128, 128, 8),
+    (256, 64, 8),
+    (32, 256, 8),
+]
+LUT_TILES = [(bn, 32, 4) for bn in (32, 64, 128, 256)]  # BLOCK_K 32 divides every group
+# INT8 (LM heads) spills 8-40 bytes in these two GEMM tiles; the autotuner skips them there.
+_INT8_SPILLING_GEMM_TILES = {(32, 64, 64), (64, 128, 64)}
+
+
+def gemm_tile_allowed(bits: int, block_m: int, block_n: int, block_k: int) -> bool:
+    return not (bits == 8 and (block_m, block_n, block_k) in _INT8_SPILLING_GEMM_TILES)
+
+
+def _prune_gemm(configs: list, named_args: dict, **kwargs: object) -> list:
+    bits = int(kwargs.get("BITS", named_args.get("BITS", 4)))
+    return [
+        c
+        for c in configs
+        if gemm_tile_allowed(bits, c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"])
+    ]
 
 
 _KEY = ["M_BUCKET", "N", "K", "GS", "BITS"]
 _gemm_tuned = tuned(
     _gemm_kernel,
     _configs(
-        [
-            (bm, bn, bk, sk)
-            for bm in (16, 32, 64, 128)
-            for bn in (64, 128)
-            for bk in (64, 128)
-            for sk in (1, 4)
-        ],
+        [(bm, bn, bk, sk, w) for bm, bn, bk, w in GEMM_TILES for sk in (1, 4)],
         ("BLOCK_M", "BLOCK_N", "BLOCK_K", "SPLIT_K"),
     ),
     _KEY,
     reset_to_zero=["y_ptr"],
+    prune=_prune_gemm,
 )
 _gemv_tuned = tuned(
     _gemv_dequant_kernel,
     _configs(
-        [(bn, bk, sk) for bn in (32, 64, 128) for bk in (64, 128, 256) for sk in (1, 2, 4, 8)],
+        [(bn, bk, sk, w) for bn, bk, w in GEMV_TILES for sk in (1, 2, 4, 8)],
         ("BLOCK_N", "BLOCK_K", "SPLIT_K"),
     ),
     _KEY,
@@ -410,7 +445,7 @@ _gemv_tuned = tuned(
 _lut_tuned = tuned(
     _gemv_lut_kernel,
     _configs(
-        [(bn, 32, sk) for bn in (32, 64, 128, 256) for sk in (1, 2, 4, 8)],
+        [(bn, bk, sk, w) for bn, bk, w in LUT_TILES for sk in (1, 2, 4, 8)],
         ("BLOCK_N", "BLOCK_K", "SPLIT_K"),
     ),
     _KEY,
