@@ -38,6 +38,12 @@ from lutlm.quant import Int4Weight, Int8Weight, TernaryWeight
 from lutlm.quant._common import unpack_group_scales
 
 
+def to_device(a: np.ndarray, device: torch.device | str) -> torch.Tensor:
+    """A float32 copy of a host array on the device. Always a copy: the CPU model's arrays
+    may be read-only memory maps, and on device "cpu" a view would alias them."""
+    return torch.from_numpy(np.array(a, dtype=np.float32, order="C")).to(device)
+
+
 class GpuKVCache:
     """fp16 K and V blocks of every layer on the device, in the CPU cache's layout
     [num_blocks, block_size, n_kv_heads, head_dim]."""
@@ -75,7 +81,7 @@ class GpuLinear:
         self.out_features, self.in_features = linear.out_features, linear.in_features
         if gemv not in ("auto", *GEMV_VARIANTS):
             raise ValueError(f"gemv must be 'auto' or one of {GEMV_VARIANTS}, got {gemv!r}")
-        self.bias = None if linear.bias is None else torch.from_numpy(linear.bias).to(device)
+        self.bias = None if linear.bias is None else to_device(linear.bias, device)
         self.weight: QuantWeight | torch.Tensor = repack(linear.weight, device)
         if isinstance(self.weight, QuantWeight) and self.weight.bits == 8 and gemv == "lut":
             gemv = "dequant"  # no LUT form for INT8 (a byte is one code: nothing to share)
@@ -93,7 +99,7 @@ class GpuLinear:
 def repack(weight: object, device: torch.device) -> QuantWeight | torch.Tensor:
     """A CPU packed weight (model.linear.PackedWeight) in its GPU form, values unchanged."""
     if isinstance(weight, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(weight, np.float32)).to(device)
+        return to_device(weight, device)
     if isinstance(weight, Int4Weight):
         N, K = weight.shape
         codes = _C.unpack_int4(weight.codes, N, K, weight.group_size, weight.layout)
@@ -113,7 +119,7 @@ def repack(weight: object, device: torch.device) -> QuantWeight | torch.Tensor:
 class _Layer:
     def __init__(self, lw: LayerWeights, device: torch.device, gemv: str) -> None:
         def vec(a: np.ndarray | None) -> torch.Tensor | None:
-            return None if a is None else torch.from_numpy(np.asarray(a, np.float32)).to(device)
+            return None if a is None else to_device(a, device)
 
         self.attn_norm, self.ffn_norm = vec(lw.attn_norm), vec(lw.ffn_norm)
         self.attn_sub_norm, self.ffn_sub_norm = vec(lw.attn_sub_norm), vec(lw.ffn_sub_norm)
@@ -142,11 +148,9 @@ class GpuDecoder:
             )
         self.device = torch.device(device)
         self.config = c = decoder.config
-        self.embed = torch.from_numpy(decoder.embed.weight).to(self.device)
+        self.embed = to_device(decoder.embed.weight, self.device)
         self.layers = [_Layer(lw, self.device, gemv) for lw in decoder.layers]
-        self.final_norm = torch.from_numpy(np.asarray(decoder.final_norm, np.float32)).to(
-            self.device
-        )
+        self.final_norm = to_device(decoder.final_norm, self.device)
         self.lm_head = GpuLinear(decoder.lm_head, self.device, gemv)
         self.inv_freq = decoder.rope.inv_freq
         self.interleaved = decoder.rope.interleaved
