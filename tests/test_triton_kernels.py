@@ -256,7 +256,7 @@ def test_paged_attention_block_offsets_past_int32():
 @gpu_only
 def test_paged_attention_full_size_long_context():
     rng = np.random.default_rng(4)
-    run_attention(rng, 32, 8, 128, [1, 1, 300, 1], [4000, 1, 900, 2048], num_blocks=600)
+    run_attention(rng, 32, 8, 128, [1, 1, 300, 1], [4000, 1, 900, 2048], num_blocks=1024)
 
 
 # ---------------------------------------------------------------- layer ops
