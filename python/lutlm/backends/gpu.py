@@ -11,6 +11,8 @@ on the device, GEMM inputs are rounded to fp16 inside the kernels (see quant_gem
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 import torch
 
@@ -164,7 +166,6 @@ class GpuDecoder:
     def _tensor(self, a: np.ndarray, dtype: np.dtype) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a, dtype)).to(self.device)
 
-    @torch.inference_mode()
     def forward(self, batch: ForwardBatch, cache: GpuKVCache) -> np.ndarray:
         """Logits [len(batch.logits_indices), vocab] (float32, on the host)."""
         if not isinstance(cache, GpuKVCache):
@@ -172,6 +173,12 @@ class GpuDecoder:
                 f"GpuDecoder.forward needs the cache from model.new_cache(), got "
                 f"{type(cache).__name__}"
             )
+        # Triton launches on torch's current device: make it this model's (cuda:N).
+        on_device = torch.cuda.device(self.device) if self.device.type == "cuda" else nullcontext()
+        with on_device, torch.inference_mode():
+            return self._forward(batch, cache)
+
+    def _forward(self, batch: ForwardBatch, cache: GpuKVCache) -> np.ndarray:
         c = self.config
         H, KV, eps = c.num_heads, c.num_kv_heads, c.rms_norm_eps
         T = len(batch.token_ids)
