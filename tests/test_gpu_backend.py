@@ -232,9 +232,6 @@ def test_cache_copy_block_and_wrong_cache_type():
         gpu.forward(ForwardBatch.single([1, 2], 0, [0], 16), KVCache(cpu.config, 3, 16))
 
 
-@pytest.mark.skipif(
-    not hasattr(Decoder, "new_cache"), reason="the engine does not create caches via new_cache"
-)
 def test_engine_greedy_tokens_match_cpu():
     """The unchanged scheduler and sampler over the GPU model: greedy tokens as on the
     CPU (the tiny model's sharp head keeps them far from ties)."""
