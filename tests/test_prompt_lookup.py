@@ -75,13 +75,18 @@ def test_propose_copies_what_followed_the_suffix():
     assert propose(t, drafter(4), limit=10) == [4, 6, 7, 8]
     assert propose(t, drafter(9), limit=2) == [4, 6]  # the caller's limit wins
     assert propose(t, drafter(9), limit=0) == []
-    # Longest n-gram first: [9, 2, 3] never occurred, [2, 3] did (followed by 4).
-    assert propose(np.array([2, 3, 4, 0, 9, 2, 3]), drafter(2), 10) == [4, 0]
+    # Longest n-gram first: [9, 2, 3] never occurred, [2, 3] did (followed by 4); a
+    # match shorter than three tokens counts only near where the last copy ended.
+    t = np.array([2, 3, 4, 0, 9, 2, 3])
+    assert propose(t, drafter(2), 10) == []
+    state = drafter(2)
+    state.source = 1
+    assert propose(t, state, 10) == [4, 0]
     assert propose(np.array([1, 2, 3]), drafter(4), 10) == []  # no repeat
-    # The latest occurrence wins without a copy position: 7 0 followed by 8, then by 9.
-    assert propose(np.array([7, 0, 8, 7, 0, 9, 7, 0]), drafter(1), 10) == [9]
+    # The latest occurrence wins without a copy position: 7 0 1 followed by 8, then 9.
+    assert propose(np.array([7, 0, 1, 8, 7, 0, 1, 9, 7, 0, 1]), drafter(1), 10) == [9]
     # A run of one token drafts more of it.
-    assert propose(np.array([4, 4, 4]), drafter(3), 10) == [4]
+    assert propose(np.array([4, 4, 4, 4]), drafter(3), 10) == [4]
     # A lone 1-gram match (no copy to resume) drafts nothing: free text is full of them.
     assert propose(np.array([7, 8, 0, 7]), drafter(2), 10) == []
 

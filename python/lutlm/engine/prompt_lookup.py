@@ -11,9 +11,9 @@ the output is what decoding one token at a time gives (engine.py).
 Which occurrence: copying walks forward through its source, so the drafter remembers
 where its last accepted copy ended (`LookupState.source`) and prefers the first
 occurrence whose continuation starts there or later; without one it takes the latest
-occurrence. Longer n-grams are tried first: they are more specific. A single token
-matches all over free text, so a 1-gram match counts only where it resumes a copy a
-few tokens after it stopped (a renamed identifier, a changed constant).
+occurrence. Longer n-grams are tried first: they are more specific. One or two tokens
+match all over free text, so a shorter match counts only where it resumes a copy a few
+tokens after it stopped (after a renamed identifier, a changed constant).
 
 How many: a draft costs a row of every GEMM whether it is accepted or not, so each
 sequence adapts its draft length to what the model accepted: it starts at one, doubles
@@ -32,8 +32,9 @@ import numpy as np
 MAX_NGRAM = 3  # longest suffix looked up
 MIN_NGRAM = 1  # shortest
 MAX_PAUSE_DOUBLINGS = 4  # the longest pause after misses is 2^4 - 1 steps
-# A 1-gram match is used only within this many tokens after where the last copy ended.
-SINGLE_TOKEN_REACH = 8
+# A match shorter than MAX_NGRAM is used only within this many tokens after where the
+# last copy ended.
+RESUME_REACH = 8
 
 
 @dataclass(slots=True)
@@ -108,8 +109,8 @@ def propose(tokens: np.ndarray, state: LookupState, limit: int) -> list[int]:
             start = int(ahead[0]) if ahead.size else int(starts[-1])
         else:
             start = int(starts[-1])
-        if n == 1 and (state.source < 0 or not 0 <= start - state.source <= SINGLE_TOKEN_REACH):
-            # One token matches all over free text; trust it only to resume a copy.
+        if n < MAX_NGRAM and (state.source < 0 or not 0 <= start - state.source <= RESUME_REACH):
+            # Short n-grams match all over free text: trust them only to resume a copy.
             return []
         state.proposed_source = start
         return tokens[start : start + k].tolist()
