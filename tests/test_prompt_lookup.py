@@ -91,6 +91,15 @@ def test_propose_copies_what_followed_the_suffix():
     assert propose(np.array([7, 8, 0, 7]), drafter(2), 10) == []
 
 
+def test_no_drafts_when_the_model_is_unsure():
+    state = LookupState.new(4)
+    assert not state.unsure()  # nothing seen yet
+    state.last_logits = np.array([5.0, 0.0, 0.0, 0.0], np.float32)  # p(top) = 0.98
+    assert not state.unsure()
+    state.last_logits = np.array([1.0, 0.9, 0.0, 0.0], np.float32)  # p(top) = 0.41
+    assert state.unsure()
+
+
 def test_copy_position_follows_the_source_forward():
     # The source reads "f x = a ; x = b ;" and the output copies it with x renamed to y:
     # after the rename the lookup of "=" continues where the copy stopped, not at the

@@ -221,6 +221,8 @@ class LLMEngine:
             # All drafts accepted plus the model's own token must fit in max_tokens.
             left = req.params.max_tokens - len(req.output_ids) - 1
             drafts = propose(np.asarray(req.all_ids, np.int64), req.lookup, left)
+            if drafts and req.lookup.unsure():
+                drafts = []
             # A padded model's prompt may hold ids the sampler never produces.
             bad = next((i for i, t in enumerate(drafts) if t >= self.vocab_size), len(drafts))
             req.draft_ids = drafts[:bad]
@@ -269,6 +271,7 @@ class LLMEngine:
         self.num_draft_tokens += m
         self.num_accepted_tokens += accepted
         req.lookup.update(m, accepted)  # type: ignore[union-attr]
+        req.lookup.last_logits = logits[accepted, : self.vocab_size]  # type: ignore[union-attr]
         # K/V are now computed for the last token and the accepted drafts.
         req.num_computed_tokens += 1 + accepted
         self.blocks.trim(req.block_table, -(-(req.num_tokens + accepted + 1) // self.block_size))
@@ -388,6 +391,8 @@ class LLMEngine:
         )
         steps = []
         for i, r in enumerate(reqs):
+            if r.lookup is not None:
+                r.lookup.last_logits = logits[seqs[i][1], : self.vocab_size]
             lp = None
             if r.params.logprobs is not None:
                 lp = [(out.logprobs[i], out.top_logprobs[i])]

@@ -20,7 +20,8 @@ sequence adapts its draft length to what the model accepted: it starts at one, d
 after a draft accepted in full and falls to one more than the accepted count otherwise. When not one
 draft is accepted, the sequence stops drafting for 1, 3, 7, 15 steps after 1, 2, 3, 4+
 misses in a row: free text, where lookups rarely hit, then pays for a failed draft only
-now and then.
+now and then. Nor does a sequence draft when the model was unsure of its latest token
+(top probability below one half): it is choosing, not copying.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ import numpy as np
 MAX_NGRAM = 3  # longest suffix looked up
 MIN_NGRAM = 1  # shortest
 MAX_PAUSE_DOUBLINGS = 4  # the longest pause after misses is 2^4 - 1 steps
+# Below this top probability at its latest token the model is choosing, not copying:
+# a draft would likely be rejected.
+MIN_CONFIDENCE = 0.5
 # A match shorter than MAX_NGRAM is used only within this many tokens after where the
 # last copy ended.
 RESUME_REACH = 8
@@ -47,6 +51,9 @@ class LookupState:
     proposed_source: int = -1  # where the pending drafts were copied from
     misses: int = 0  # verifications in a row that accepted nothing
     pause: int = 0  # steps left without drafting
+    # The logits row that chose the latest token (a view, kept until the next step):
+    # its top probability is computed only when there is a draft to weigh.
+    last_logits: np.ndarray | None = None
 
     @classmethod
     def new(cls, max_drafts: int) -> LookupState:
@@ -59,6 +66,12 @@ class LookupState:
             self.pause -= 1
             return True
         return False
+
+    def unsure(self) -> bool:
+        """Whether the model was choosing rather than copying at its latest token (its
+        top probability below MIN_CONFIDENCE): a draft would likely be rejected."""
+        row = self.last_logits
+        return row is not None and top_probability(row) < MIN_CONFIDENCE
 
     def update(self, num_drafts: int, num_accepted: int) -> None:
         """Adapt after a verification of num_drafts drafts, num_accepted accepted."""
@@ -76,6 +89,11 @@ class LookupState:
         # The model's own token follows the accepted drafts; the copy continues after it
         # when the model agreed with the source there too (checked at the next lookup).
         self.source = self.proposed_source + num_accepted + 1 if self.proposed_source >= 0 else -1
+
+
+def top_probability(logits: np.ndarray) -> float:
+    """The softmax probability of the most likely token of one row of logits."""
+    return float(1.0 / np.exp(logits - logits.max()).sum())
 
 
 def propose(tokens: np.ndarray, state: LookupState, limit: int) -> list[int]:
