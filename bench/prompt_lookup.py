@@ -8,6 +8,11 @@ stops otherwise). Reported: decode tokens/s of both, their ratio, drafted and ac
 tokens, and tokens per step.
 
     python bench/prompt_lookup.py [--model FILE] [--act-bits 16] [--k 16] [--threads 2]
+    python bench/prompt_lookup.py --step-cost   # forward time of a T-token verify step
+
+--step-cost times one sequence's forward pass over T new tokens (all with logits, as a
+verification step computes them) after 300 tokens of context, relative to T = 1: what a
+step with T - 1 drafts costs.
 """
 
 from __future__ import annotations
@@ -16,9 +21,12 @@ import argparse
 import platform
 import time
 
+import numpy as np
+
 from lutlm import _C
 from lutlm.engine.sampling_params import SamplingParams
 from lutlm.llm import LLM
+from lutlm.model import ForwardBatch
 
 C_FUNCTION = """int sum_positive(const int *values, int count) {
     int total = 0;
@@ -85,6 +93,26 @@ def timed_decode(llm: LLM, ids: list[int], params: SamplingParams) -> tuple[list
     return eng.requests.pop(rid).output_ids, time.perf_counter() - t0
 
 
+def step_cost(llm: LLM, context: int = 300, sizes=(1, 2, 3, 5, 9, 17), repeat: int = 9) -> None:
+    """Median forward time of T new tokens of one sequence, every row with logits."""
+    model, cache, bs = llm.engine.model, llm.engine.cache, llm.engine.block_size
+    ids = np.random.default_rng(0).integers(100, 20000, context + max(sizes)).tolist()
+    table = list(range(-(-(context + max(sizes)) // bs)))
+    model.forward(ForwardBatch.single(ids[:context], 0, table, bs), cache)
+    base = None
+    print(f"{'T':>3} {'ms':>8} {'x T=1':>6}")
+    for t in sizes:
+        batch = ForwardBatch.single(ids[context : context + t], context, table, bs, True)
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            model.forward(batch, cache)
+            times.append(time.perf_counter() - t0)
+        ms = float(np.median(times)) * 1e3
+        base = base or ms
+        print(f"{t:>3} {ms:>8.2f} {ms / base:>5.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="default: SmolLM2-135M-Instruct")
@@ -93,6 +121,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=160)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=4, help="runs per mode; the fastest counts")
+    ap.add_argument("--step-cost", action="store_true", help="time verify steps of T tokens")
     args = ap.parse_args()
     if args.threads:
         _C.set_num_threads(args.threads)
@@ -101,6 +130,9 @@ def main() -> None:
         f"# {platform.processor() or platform.machine()}, {_C.get_num_threads()} threads, "
         f"isa {_C.cpu_info()['isa']}, act_bits {args.act_bits}, k {args.k}"
     )
+    if args.step_cost:
+        step_cost(llm)
+        return
     print(
         f"{'prompt':<20} {'tokens':>6} {'plain tok/s':>11} {'lookup tok/s':>12} {'ratio':>6} "
         f"{'drafted':>7} {'accepted':>8} {'tok/step':>8}"

@@ -428,3 +428,5 @@ class LLMEngine:
         self.scheduler.remove(req)
         req.status = RequestStatus.FINISHED
         req.finish_reason = reason
+        if req.lookup is not None:
+            req.lookup.last_logits = None  # a view that would keep the step's logits alive
