@@ -28,22 +28,8 @@ from lutlm.tasks.verify_ir import (
     verify_pass_list,
 )
 
-# tool -> Debian package that provides it
-TOOLS = {
-    "opt": "llvm",
-    "llc": "llvm",
-    "llvm-size": "llvm",
-    "llvm-mc": "llvm",
-    "clang": "clang",
-    "gcc": "gcc",
-    "objdump": "binutils",
-    "aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu",
-    "arm-linux-gnueabi-gcc": "gcc-arm-linux-gnueabi",
-    "riscv64-linux-gnu-gcc": "gcc-riscv64-linux-gnu",
-    "qemu-aarch64": "qemu-user",
-    "qemu-arm": "qemu-user",
-    "qemu-riscv64": "qemu-user",
-}
+# every tool the verifiers use -> the Debian package that provides it
+TOOLS = toolchain.PACKAGES
 MISSING = {tool for tool in TOOLS if find_tool(tool) is None}
 
 

@@ -90,6 +90,28 @@ class TaskResult:
         }
 
 
+def task_result(
+    task: str,
+    preset: Preset,
+    chosen: Attempt,
+    attempts: list[Attempt],
+    first: Generation,
+    input: str,
+) -> TaskResult:
+    """The TaskResult of a task whose chosen attempt and first generation are known."""
+    return TaskResult(
+        task=task,
+        preset=preset.name,
+        answer=chosen.answer,
+        text=chosen.text,
+        verification=chosen.verification,
+        attempts=attempts,
+        prompt=first.prompt,
+        prompt_token_ids=first.prompt_token_ids,
+        input=input,
+    )
+
+
 @dataclass
 class Generation:
     """The texts of one prompt's n sequences, and the prompt as the model saw it."""

@@ -20,6 +20,7 @@ from lutlm.tasks.common import (
     generate,
     no_answer,
     sampling,
+    task_result,
 )
 from lutlm.tasks.presets import Preset, get_preset
 
@@ -94,17 +95,7 @@ def decompile(
         if verdict.ok:
             break  # the tests pass: later samples cannot do better
     chosen = _choose(attempts)
-    return TaskResult(
-        task=TASK,
-        preset=p.name,
-        answer=chosen.answer,
-        text=chosen.text,
-        verification=chosen.verification,
-        attempts=attempts,
-        prompt=gen.prompt,
-        prompt_token_ids=gen.prompt_token_ids,
-        input=asm,
-    )
+    return task_result(TASK, p, chosen, attempts, gen, asm)
 
 
 def _choose(attempts: list[Attempt]) -> Attempt:

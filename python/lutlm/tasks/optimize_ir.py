@@ -24,6 +24,7 @@ from lutlm.tasks.common import (
     generate,
     no_answer,
     sampling,
+    task_result,
 )
 from lutlm.tasks.presets import Preset, get_preset
 from lutlm.tasks.report import Verification
@@ -153,17 +154,7 @@ def optimize_ir(
             break
         prompt = _followup(p, gen.prompt, best.text, feedback)
     chosen = _best(attempts)
-    return TaskResult(
-        task=TASK,
-        preset=p.name,
-        answer=chosen.answer,
-        text=chosen.text,
-        verification=chosen.verification,
-        attempts=attempts,
-        prompt=first.prompt,
-        prompt_token_ids=first.prompt_token_ids,
-        input=ir,
-    )
+    return task_result(TASK, p, chosen, attempts, first, ir)
 
 
 def describe(result: TaskResult) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from lutlm.tasks.common import (
     generate,
     no_answer,
     sampling,
+    task_result,
 )
 from lutlm.tasks.presets import Preset, get_preset
 from lutlm.tasks.report import Verification
@@ -114,17 +115,7 @@ def transpile(
         if verdict.ok:
             break
     chosen = next((a for a in attempts if a.verification.ok), attempts[0])
-    return TaskResult(
-        task=TASK,
-        preset=p.name,
-        answer=chosen.answer,
-        text=chosen.text,
-        verification=chosen.verification,
-        attempts=attempts,
-        prompt=gen.prompt,
-        prompt_token_ids=gen.prompt_token_ids,
-        input=model_input,
-    )
+    return task_result(TASK, p, chosen, attempts, gen, model_input)
 
 
 def _verify(
