@@ -91,6 +91,13 @@ def test_propose_copies_what_followed_the_suffix():
     assert propose(np.array([7, 8, 0, 7]), drafter(2), 10) == []
 
 
+def test_token_buffer_follows_the_sequence():
+    state, prompt, output = LookupState.new(4), list(range(50)), []
+    for t in range(300):  # grows past its first capacities
+        output.append(1000 + t)
+        assert state.tokens(prompt, output).tolist() == prompt + output
+
+
 def test_no_drafts_when_the_model_is_unsure():
     state = LookupState.new(4)
     assert not state.unsure()  # nothing seen yet

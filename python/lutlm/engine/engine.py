@@ -220,7 +220,7 @@ class LLMEngine:
                 continue
             # All drafts accepted plus the model's own token must fit in max_tokens.
             left = req.params.max_tokens - len(req.output_ids) - 1
-            drafts = propose(np.asarray(req.all_ids, np.int64), req.lookup, left)
+            drafts = propose(req.lookup.tokens(req.prompt_ids, req.output_ids), req.lookup, left)
             if drafts and req.lookup.unsure():
                 drafts = []
             # A padded model's prompt may hold ids the sampler never produces.

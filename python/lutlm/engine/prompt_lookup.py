@@ -26,7 +26,7 @@ now and then. Nor does a sequence draft when the model was unsure of its latest 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -54,11 +54,31 @@ class LookupState:
     # The logits row that chose the latest token (a view, kept until the next step):
     # its top probability is computed only when there is a draft to weigh.
     last_logits: np.ndarray | None = None
+    # The sequence's tokens as int64, grown as the output grows (no per-step copy of
+    # the whole sequence); _n of them are filled in.
+    _tokens: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    _n: int = 0
 
     @classmethod
     def new(cls, max_drafts: int) -> LookupState:
         # Start with one draft: a long first guess that fails costs several steps.
         return cls(max_drafts=max_drafts, draft_len=1)
+
+    def tokens(self, prompt_ids: list[int], output_ids: list[int]) -> np.ndarray:
+        """The sequence so far (prompt then output) as an int64 array; only the tokens
+        appended since the last call are converted."""
+        total = len(prompt_ids) + len(output_ids)
+        if total > len(self._tokens):
+            grown = np.empty(max(total, 2 * len(self._tokens), 64), np.int64)
+            grown[: self._n] = self._tokens[: self._n]
+            self._tokens = grown
+        if self._n < len(prompt_ids):
+            self._tokens[self._n : len(prompt_ids)] = prompt_ids[self._n :]
+            self._n = len(prompt_ids)
+        p = len(prompt_ids)
+        self._tokens[self._n : total] = output_ids[self._n - p :]
+        self._n = total
+        return self._tokens[:total]
 
     def paused(self) -> bool:
         """Whether this step drafts nothing (after misses); counts the step if so."""
