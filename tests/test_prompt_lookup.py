@@ -168,6 +168,18 @@ def test_greedy_tokens_and_logprobs_are_those_of_plain_decoding(model):
     assert 0 < eng.num_accepted_tokens < eng.num_draft_tokens
 
 
+def test_penalties_count_the_drafts_before_each_row(model):
+    # With penalties, row i's logits are processed with drafts[:i] in the history, as
+    # plain decoding would have them by then.
+    prompts = repetitive_prompts(4, 8)
+    pen = {"frequency_penalty": 0.5}
+    plain = run(LLMEngine(model, [], num_blocks=256, block_size=4), prompts, params(0, **pen))
+    eng = LLMEngine(model, [], num_blocks=256, block_size=4)
+    drafted = run(eng, prompts, params(8, **pen))
+    assert [r.output_ids for r in drafted] == [r.output_ids for r in plain]
+    assert eng.num_accepted_tokens > 0
+
+
 def test_mixed_batch_forks_prefix_cache_and_stop_conditions(model):
     prompts = repetitive_prompts(1, 8)
     mixed = [params(k, n=n, max_tokens=m) for k, n, m in [(8, 1, 40), (0, 1, 40), (4, 2, 33)] * 3]

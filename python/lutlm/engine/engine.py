@@ -242,17 +242,19 @@ class LLMEngine:
         drafts, p = list(req.draft_ids), req.params
         req.draft_ids.clear()
         m = len(drafts)
-        histories = [req.output_ids + drafts[:i] for i in range(m + 1)]
+        prompts = histories = None
+        if p.repetition_penalty != 1 or p.presence_penalty or p.frequency_penalty:
+            # Row i's penalties count the drafts before it as generated tokens.
+            prompts = [req.prompt_ids] * (m + 1)
+            histories = [req.output_ids + drafts[:i] for i in range(m + 1)]
         if p.greedy:
-            out = self.sampler.sample(
-                logits, [p] * (m + 1), [req.prompt_ids] * (m + 1), histories, None
-            )
+            out = self.sampler.sample(logits, [p] * (m + 1), prompts, histories, None)
             tokens = out.token_ids.tolist()
             accepted = next((i for i in range(m) if tokens[i] != drafts[i]), m)
             tokens = tokens[: accepted + 1]
             lps = list(zip(out.logprobs, out.top_logprobs, strict=True))
         else:
-            probs = self.sampler.probs(logits, [p] * (m + 1), [req.prompt_ids] * (m + 1), histories)
+            probs = self.sampler.probs(logits, [p] * (m + 1), prompts, histories)
             tokens = []
             for i in range(m + 1):
                 if i == m:  # every draft accepted: the bonus token from the last row
