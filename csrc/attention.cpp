@@ -55,9 +55,9 @@ void paged_attention(const AttentionArgs& a, float* out) {
   const IsaKernels& kern = active_kernels();
   const int group = a.n_heads / a.n_kv_heads, hd = a.head_dim, bs = a.block_size;
   const int64_t kv_row = (int64_t)a.n_kv_heads * hd;
-  // Tasks cover every head of their queries, so a block's K and V (all kv heads, one
-  // contiguous run) are converted to fp32 in one call each.
-  std::vector<Task> tasks;
+  // Splits are (sequence, query run, key run); each is computed as one task per kv
+  // head, so a verification step or a single long decode still uses every thread.
+  std::vector<Task> tasks;  // the splits
   std::vector<QueryRun> runs;
   int64_t partial_rows = 0;
   for (int s = 0; s < a.num_seqs; ++s) {
@@ -73,63 +73,65 @@ void paged_attention(const AttentionArgs& a, float* out) {
       runs.back().num_tasks = tasks.size() - runs.back().first_task;
     }
   }
-  // Each task leaves (max, sum, unnormalized output) per query row for the merge.
+  // Each split leaves (max, sum, unnormalized output) per query row for the merge.
   std::vector<float> part_m(partial_rows), part_l(partial_rows), part_acc(partial_rows * hd);
 
-  ThreadPool::instance().parallel_for((int)tasks.size(), [&](int ti) {
-    const Task& t = tasks[ti];
+  const int num_work = (int)tasks.size() * a.n_kv_heads;
+  ThreadPool::instance().parallel_for(num_work, [&](int wi) {
+    const Task& t = tasks[wi / a.n_kv_heads];
+    const int kvh = wi % a.n_kv_heads;
     const int q0 = a.cu_q[t.seq], q_len = a.cu_q[t.seq + 1] - q0, ctx = a.ctx_lens[t.seq];
-    const int64_t nq = (int64_t)(t.j1 - t.j0) * a.n_heads;  // rows: query x head
+    const int64_t nq = (int64_t)(t.j1 - t.j0) * group;  // rows: query x head of this kv head
     std::vector<float> m(nq, -std::numeric_limits<float>::infinity()), l(nq, 0.0f);
-    std::vector<float> acc(nq * hd, 0.0f), kb((size_t)bs * kv_row), vb((size_t)bs * kv_row);
-    std::vector<float> p(bs), krow((size_t)bs * hd), vrow((size_t)bs * hd);
+    std::vector<float> acc(nq * hd, 0.0f), p(bs), krow((size_t)bs * hd), vrow((size_t)bs * hd);
     const int32_t* table = a.block_tables + (int64_t)t.seq * a.max_blocks;
     const int last_pos = std::min(t.key1 - 1, ctx - q_len + t.j1 - 1);  // causal cut
     for (int b = t.key0 / bs; b * bs <= last_pos; ++b) {
       const int k_lo = std::max(t.key0, b * bs), k_hi = std::min(t.key1, (b + 1) * bs);
       if (k_lo >= k_hi) continue;
-      const int64_t base = (int64_t)table[b] * bs * kv_row;
-      const int n = k_hi - b * bs;  // slots 0..n-1 of the block exist in the cache
-      kern.fp16_to_fp32(a.k_cache + base, kb.data(), (int)(n * kv_row));
-      kern.fp16_to_fp32(a.v_cache + base, vb.data(), (int)(n * kv_row));
+      const int64_t base = (int64_t)table[b] * bs * kv_row + (int64_t)kvh * hd;
+      const int n = k_hi - b * bs;      // slots 0..n-1 of the block exist in the cache
       const int first = k_lo - b * bs;  // keys first..n-1 of the block are this task's
-      for (int kvh = 0; kvh < a.n_kv_heads; ++kvh) {
-        // This kv head's keys and values, contiguous for the dot and axpy kernels.
-        for (int i = first; i < n; ++i) {
-          std::copy_n(kb.data() + i * kv_row + kvh * hd, hd, krow.data() + (i - first) * hd);
-          std::copy_n(vb.data() + i * kv_row + kvh * hd, hd, vrow.data() + (i - first) * hd);
-        }
-        for (int j = t.j0; j < t.j1; ++j) {
-          const int visible = std::min(n, ctx - q_len + j - b * bs + 1) - first;
-          if (visible <= 0) continue;
-          for (int g = 0; g < group; ++g) {
-            const int h = kvh * group + g;
-            const int64_t r = (int64_t)(j - t.j0) * a.n_heads + h;
-            const float* qv = a.q + ((int64_t)(q0 + j) * a.n_heads + h) * hd;
-            kern.dots_f32(qv, krow.data(), visible, hd, p.data());
-            float bmax = -std::numeric_limits<float>::infinity();
-            for (int i = 0; i < visible; ++i) bmax = std::max(bmax, p[i] *= a.scale);
-            // Online softmax: what was accumulated is rescaled when the maximum grows.
-            float* ar = acc.data() + r * hd;
-            float corr = 1.0f;
-            if (bmax > m[r]) {
-              corr = exp_f32_step(m[r] - bmax);
-              for (int d = 0; d < hd; ++d) ar[d] *= corr;
-              m[r] = bmax;
-            }
-            for (int i = 0; i < visible; ++i) p[i] -= m[r];
-            kern.exp_f32(p.data(), p.data(), visible);
-            float sum = 0.0f;
-            for (int i = 0; i < visible; ++i) sum += p[i];
-            kern.axpys_f32(p.data(), vrow.data(), visible, hd, ar);
-            l[r] = l[r] * corr + sum;
+      // This kv head's keys and values, contiguous fp32 for the dot and axpy kernels.
+      for (int i = first; i < n; ++i) {
+        kern.fp16_to_fp32(a.k_cache + base + i * kv_row, krow.data() + (i - first) * hd, hd);
+        kern.fp16_to_fp32(a.v_cache + base + i * kv_row, vrow.data() + (i - first) * hd, hd);
+      }
+      for (int j = t.j0; j < t.j1; ++j) {
+        const int visible = std::min(n, ctx - q_len + j - b * bs + 1) - first;
+        if (visible <= 0) continue;
+        for (int g = 0; g < group; ++g) {
+          const int h = kvh * group + g;
+          const int64_t r = (int64_t)(j - t.j0) * group + g;
+          const float* qv = a.q + ((int64_t)(q0 + j) * a.n_heads + h) * hd;
+          kern.dots_f32(qv, krow.data(), visible, hd, p.data());
+          float bmax = -std::numeric_limits<float>::infinity();
+          for (int i = 0; i < visible; ++i) bmax = std::max(bmax, p[i] *= a.scale);
+          // Online softmax: what was accumulated is rescaled when the maximum grows.
+          float* ar = acc.data() + r * hd;
+          float corr = 1.0f;
+          if (bmax > m[r]) {
+            corr = exp_f32_step(m[r] - bmax);
+            for (int d = 0; d < hd; ++d) ar[d] *= corr;
+            m[r] = bmax;
           }
+          for (int i = 0; i < visible; ++i) p[i] -= m[r];
+          kern.exp_f32(p.data(), p.data(), visible);
+          float sum = 0.0f;
+          for (int i = 0; i < visible; ++i) sum += p[i];
+          kern.axpys_f32(p.data(), vrow.data(), visible, hd, ar);
+          l[r] = l[r] * corr + sum;
         }
       }
     }
-    std::copy(m.begin(), m.end(), part_m.begin() + t.partial);
-    std::copy(l.begin(), l.end(), part_l.begin() + t.partial);
-    std::copy(acc.begin(), acc.end(), part_acc.begin() + t.partial * hd);
+    for (int j = t.j0; j < t.j1; ++j)
+      for (int g = 0; g < group; ++g) {
+        const int64_t r = (int64_t)(j - t.j0) * group + g;
+        const int64_t pr = t.partial + (int64_t)(j - t.j0) * a.n_heads + kvh * group + g;
+        part_m[pr] = m[r];
+        part_l[pr] = l[r];
+        std::copy_n(acc.data() + r * hd, hd, part_acc.data() + pr * hd);
+      }
   });
 
   // Merge each query run's splits in key order: m = max m_k, l = sum l_k e^(m_k - m),
