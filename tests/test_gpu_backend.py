@@ -13,7 +13,6 @@ both caches): at most 7e-4 of the logits' scale measured on these two-layer mode
 
 import dataclasses
 import importlib.util
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,14 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
+from .triton_assets import require_triton
 
-_missing = [m for m in ("torch", "triton") if importlib.util.find_spec(m) is None]
-if _missing:
-    _msg = f"{' and '.join(_missing)} not installed; pip install 'lutlm[test]' (or '[gpu]')"
-    if os.environ.get("LUTLM_REQUIRE_TRITON") == "1":
-        pytest.fail(f"LUTLM_REQUIRE_TRITON=1 but {_msg}", pytrace=False)
-    pytest.skip(_msg, allow_module_level=True)
+require_triton()
 
 import torch  # noqa: E402
 

@@ -12,7 +12,6 @@ probabilities to fp16 for tl.dot, K and V are fp16 in the cache in both kernel a
 reference: outputs (convex combinations of V rows of size ~1) within 3e-3.
 """
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -20,14 +19,9 @@ import sys
 import numpy as np
 import pytest
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
+from .triton_assets import require_triton
 
-_missing = [m for m in ("torch", "triton") if importlib.util.find_spec(m) is None]
-if _missing:
-    _msg = f"{' and '.join(_missing)} not installed; pip install 'lutlm[test]' (or '[gpu]')"
-    if os.environ.get("LUTLM_REQUIRE_TRITON") == "1":
-        pytest.fail(f"LUTLM_REQUIRE_TRITON=1 but {_msg}", pytrace=False)
-    pytest.skip(_msg, allow_module_level=True)
+require_triton()
 
 import torch  # noqa: E402
 
