@@ -107,6 +107,10 @@ class ToolResult:
             return f"killed by {name}"
         return f"exit code {rc}"
 
+    def error(self) -> str:
+        """The tool's own diagnostics (trimmed), or how the run ended when it printed none."""
+        return trim_message(self.stderr) or self.describe()
+
 
 _VERSIONED = re.compile(r"-(\d+)(?:\.(\d+))?$")
 

@@ -32,7 +32,6 @@ from .toolchain import (
     resolve_tests,
     run_tool,
     tail,
-    trim_message,
     workdir,
 )
 
@@ -111,7 +110,7 @@ def verify_transpiled(
                 timeout=compile_timeout,
             )
             if not res.ok:
-                msg = trim_message(res.stderr) or res.describe()
+                msg = res.error()
                 details["reference_error"] = msg
                 return Verification(
                     "unverified",
@@ -125,7 +124,7 @@ def verify_transpiled(
                 timeout=compile_timeout,
             )
             if not res.ok:
-                msg = trim_message(res.stderr) or res.describe()
+                msg = res.error()
                 return Verification(
                     "failed",
                     f"the candidate does not assemble for {target}:\n{msg}",
@@ -148,7 +147,7 @@ def verify_transpiled(
                     timeout=compile_timeout,
                 )
                 if not build.ok:
-                    msg = trim_message(build.stderr) or build.describe()
+                    msg = build.error()
                     details["reference_error"] = f"{name}: {msg}"
                     entry["status"] = "reference build failed"
                     return Verification(
@@ -178,7 +177,7 @@ def verify_transpiled(
                     timeout=compile_timeout,
                 )
                 if not build.ok:
-                    msg = trim_message(build.stderr) or build.describe()
+                    msg = build.error()
                     details["reference_error"] = f"{name}: {msg}"
                     entry["status"] = "driver does not cross-compile"
                     return Verification(
@@ -203,7 +202,7 @@ def verify_transpiled(
                 )
                 if not link.ok:
                     entry["status"] = "link failed"
-                    entry["diff"] = trim_message(link.stderr) or link.describe()
+                    entry["diff"] = link.error()
                     continue
                 actual = run_tool(tgt.run_argv(exe), cwd=d, timeout=timeout, untrusted=True)
                 entry.update(

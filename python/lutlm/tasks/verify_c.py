@@ -24,7 +24,6 @@ from .toolchain import (
     resolve_tests,
     run_tool,
     tail,
-    trim_message,
     workdir,
 )
 
@@ -73,7 +72,7 @@ def verify_c_function(
                 timeout=compile_timeout,
             )
             if not res.ok:
-                msg = trim_message(res.stderr) or res.describe()
+                msg = res.error()
                 return Verification(
                     "failed",
                     f"the candidate does not compile:\n{msg}",
@@ -98,7 +97,7 @@ def verify_c_function(
                 if not build.ok:
                     entry.update(
                         status="build failed",
-                        stderr=trim_message(build.stderr) or build.describe(),
+                        stderr=build.error(),
                     )
                     results.append(entry)
                     continue
