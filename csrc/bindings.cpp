@@ -151,8 +151,11 @@ PYBIND11_MODULE(_C, mod) {
   mod.def("get_isa", [] { return std::string(active_kernels().name); });
   mod.def("set_num_threads", [](int n) {
     if (n < 1) fail("num_threads must be >= 1, got " + std::to_string(n));
-    ThreadPool::instance().set_num_threads(n);
+    // instance(n): a first call sets the count without reading LUTLM_NUM_THREADS.
+    ThreadPool::instance(n).set_num_threads(n);
   }, py::arg("n"));
+  mod.def("max_num_threads", &max_num_threads,
+          "The most threads LUTLM_NUM_THREADS and `lutlm --threads` accept (4 x logical CPUs).");
   mod.def("get_num_threads", [] { return ThreadPool::instance().num_threads(); });
   mod.def("resolve_method", [](const std::string& method, int64_t M, bool int4) {
     return std::string(method_name(resolve_method(parse_method(method), M, int4)));

@@ -1,7 +1,12 @@
 #include "thread_pool.h"
 
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <stdexcept>
+#include <string>
 
 #include "cpu_features.h"
 
@@ -19,17 +24,32 @@ namespace lutlm {
 namespace {
 constexpr auto kSpinTime = std::chrono::microseconds(200);
 
+// A bad value is an error, not a silent fallback: LUTLM_NUM_THREADS=abc (or 0, or 500 on
+// a laptop) is a typo, and running with some other count hides it.
 int default_threads() {
-  if (const char* env = std::getenv("LUTLM_NUM_THREADS")) {
-    const int n = std::atoi(env);
-    if (n >= 1) return n;
+  const char* env = std::getenv("LUTLM_NUM_THREADS");
+  if (env == nullptr || *env == '\0') return cpu_info().physical_cores;
+  std::string text(env);
+  const int max = max_num_threads();
+  char* end = nullptr;
+  errno = 0;
+  const long n = std::strtol(env, &end, 10);
+  while (end != nullptr && std::isspace((unsigned char)*end)) ++end;
+  if (errno != 0 || end == env || *end != '\0' || n < 1 || n > max) {
+    throw std::invalid_argument("LUTLM_NUM_THREADS=" + text + " is not a thread count: " +
+                                "expected an integer from 1 to " + std::to_string(max) +
+                                " (4 x the " + std::to_string(cpu_info().logical_cpus) +
+                                " logical CPUs)");
   }
-  return cpu_info().physical_cores;
+  return (int)n;
 }
 }  // namespace
 
-ThreadPool& ThreadPool::instance() {
-  static ThreadPool pool(default_threads());
+int max_num_threads() { return 4 * std::max(1, cpu_info().logical_cpus); }
+
+ThreadPool& ThreadPool::instance(int n) {
+  // Initialized once; if default_threads() throws, the next call tries again.
+  static ThreadPool pool(n >= 1 ? n : default_threads());
   return pool;
 }
 

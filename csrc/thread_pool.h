@@ -12,9 +12,15 @@
 
 namespace lutlm {
 
+// The most threads LUTLM_NUM_THREADS and `lutlm --threads` accept: 4 x the logical CPUs.
+// More only oversubscribes the cores; a value above it is taken for a typo.
+int max_num_threads();
+
 class ThreadPool {
  public:
-  static ThreadPool& instance();
+  // The pool, created on first use with n threads when n >= 1, else LUTLM_NUM_THREADS or
+  // the physical cores. Throws std::invalid_argument for a malformed LUTLM_NUM_THREADS.
+  static ThreadPool& instance(int n = 0);
   ~ThreadPool();
 
   int num_threads() const { return (int)workers_.size() + 1; }
