@@ -9,9 +9,12 @@ the in-flight limit and are aborted when the client goes away.
 
 Test drivers travel in the body as C source texts and are written to a fresh temporary
 directory here: a request never names a path on the server. A binary to decompile travels
-base64-encoded. Test programs (and the model's code they call) run as the server's user,
-with time, file-size and core-dump limits but no sandbox, so requests that carry tests are
-refused (403) unless the server was started with --allow-test-execution.
+base64-encoded. Every tool and test program runs in lutlm.tasks.sandbox (no network, no
+files but its work directory and the toolchain, capped memory, time, file size and
+processes), and input that would make a tool read a file is a 400 before any tool runs
+(lutlm.tasks.untrusted). Running programs a request brings is still the operator's
+choice: requests that carry tests are refused (403) unless the server was started with
+--allow-test-execution.
 """
 
 from __future__ import annotations
@@ -142,8 +145,8 @@ def _params(body: _TaskRequest, preset: Any) -> SamplingParams:
 def _write_tests(request: Request, directory: Path, sources: list[str]) -> list[str]:
     if sources and not request.app.state.lutlm.config.allow_test_execution:
         raise APIError(
-            "this server does not run test programs: they would run unsandboxed as the "
-            "server's user; start it with --allow-test-execution to allow it",
+            "this server does not run the test programs a request carries; start it with "
+            "--allow-test-execution to allow it (they run in the tool sandbox)",
             403,
             type="permission_error",
             param="tests",

@@ -7,7 +7,9 @@ passes one that runs on its async engine; tests pass a scripted one).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from lutlm.engine.sampling_params import SamplingParams
@@ -167,3 +169,19 @@ def sampling(preset: Preset, params: SamplingParams | None, n: int) -> SamplingP
     values = {f: getattr(params, f) for f in params.__dataclass_fields__}
     values["n"] = n
     return SamplingParams(**values)
+
+
+def check_inputs(
+    *, asm: str | None = None, ir: str | None = None, tests: Sequence[str | Path] = ()
+) -> None:
+    """Refuse, before any generation, user input that would make a verifier's tool read a
+    file (lutlm.tasks.untrusted); a missing test file is a ValueError too."""
+    from lutlm.tasks.toolchain import resolve_tests
+    from lutlm.tasks.untrusted import check_source
+
+    if asm is not None:
+        check_source(asm, "asm", "the assembly input")
+    if ir is not None:
+        check_source(ir, "ir", "the IR input")
+    for name, src in resolve_tests(list(tests)) if tests else ():
+        check_source(src, "c", f"test {name}")

@@ -16,6 +16,7 @@ from lutlm.tasks.common import (
     Attempt,
     Generator,
     TaskResult,
+    check_inputs,
     extract,
     generate,
     no_answer,
@@ -73,6 +74,7 @@ def decompile(
     from lutlm.tasks.verify_c import verify_c_function
 
     p = preset if isinstance(preset, Preset) else get_preset(preset, TASK)
+    check_inputs(tests=list(tests))
     if (asm is None) == (binary is None):
         raise ValueError("give either a binary (with function) or assembly text")
     if binary is not None:

@@ -16,10 +16,12 @@ Every tool runs through toolchain.run_tool: a list argv, a timeout, a temporary 
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import Literal
 
 from .toolchain import MissingTool, ToolError, get_target, run_tool, trim_message, workdir
+from .untrusted import check_source
 
 __all__ = [
     "MissingTool",
@@ -85,6 +87,7 @@ def compile_c(
             argv.append("-c")
             out_name = "input.o"
     argv += [*extra_flags, "input.c", "-o", out_name]
+    check_source(source, "c", "the C source")
 
     with workdir() as d:
         (d / "input.c").write_text(source, encoding="utf-8")
@@ -108,8 +111,10 @@ def _objdump(binary: str | Path, syntax: str, timeout: float) -> str:
     path = Path(binary).resolve()
     if not path.is_file():
         raise ValueError(f"{binary}: no such file")
-    argv = ["objdump", "-d"] + (["-M", "intel"] if syntax == "intel" else []) + [str(path)]
+    argv = ["objdump", "-d"] + (["-M", "intel"] if syntax == "intel" else []) + ["binary"]
     with workdir() as d:
+        # The sandboxed objdump sees its work directory only.
+        shutil.copyfile(path, d / "binary")
         res = run_tool(argv, cwd=d, timeout=timeout, max_output=64 * 1024 * 1024)
     if not res.ok:
         raise ValueError(trim_message(res.stderr) or f"objdump {res.describe()}")
@@ -187,6 +192,7 @@ _IMM_COMMENT = re.compile(r"\s+# imm = \S+$", re.MULTILINE)
 
 
 def _llvm_mc(asm: str, in_syntax: str, out_variant: int, timeout: float) -> str:
+    check_source(asm, "asm", "the assembly")
     argv = [
         "llvm-mc",
         "-triple=x86_64-unknown-linux-gnu",

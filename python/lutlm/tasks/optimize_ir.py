@@ -20,6 +20,7 @@ from lutlm.tasks.common import (
     Attempt,
     Generator,
     TaskResult,
+    check_inputs,
     extract,
     generate,
     no_answer,
@@ -135,6 +136,7 @@ def optimize_ir(
     p = preset if isinstance(preset, Preset) else get_preset(preset, TASK)
     if not ir.strip():
         raise ValueError("the LLVM-IR input is empty")
+    check_inputs(ir=ir)
     if max_retries < 0:
         raise ValueError(f"max_retries must be at least 0, got {max_retries}")
     sp = sampling(p, params, n)

@@ -1,9 +1,11 @@
 """Running the real compilers, assemblers and emulators that check a model's answer.
 
 Every verifier in lutlm.tasks goes through `run_tool`: an argv list (never a shell, so no
-user text is ever parsed by one), a wall-clock timeout that kills the whole process group
-(an emulated test that loops forever takes its children with it), output decoded leniently
-and capped, and a fresh temporary directory as working directory. Tools are looked up with
+user text is ever parsed by one), run inside the sandbox of lutlm.tasks.sandbox (the
+toolchain and a fresh temporary work directory are all it sees; memory, CPU time, file
+size and process count are capped), a wall-clock timeout that kills the whole sandbox (an
+emulated test that loops forever takes its children with it), and output decoded
+leniently and capped. Tools are looked up with
 `find_tool`, which also accepts the versioned names distributions install (opt-17,
 clang-17), so a machine with only a newer LLVM still verifies.
 """
@@ -21,6 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+from .sandbox import Limits, SandboxUnavailable, prepare_workdir, sandbox_argv, sandbox_mode
 
 __all__ = [
     "MissingTool",
@@ -53,6 +57,7 @@ PACKAGES: dict[str, str] = {
     "aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu",
     "arm-linux-gnueabi-gcc": "gcc-arm-linux-gnueabi",
     "riscv64-linux-gnu-gcc": "gcc-riscv64-linux-gnu",
+    "bwrap": "bubblewrap",
     "qemu-aarch64": "qemu-user",
     "qemu-arm": "qemu-user",
     "qemu-riscv64": "qemu-user",
@@ -159,21 +164,6 @@ def _read_capped(f: IO[bytes], limit: int) -> str:
     return text
 
 
-def _limit_resources(pid: int, timeout: float, max_file: int) -> None:
-    """No core dumps, a cap on file size (a test printing forever is stopped by SIGXFSZ
-    rather than filling the disk) and on CPU time. Set from outside with prlimit, since a
-    preexec_fn is unsafe in the threaded server; Linux only, silently skipped elsewhere."""
-    try:
-        import resource
-
-        resource.prlimit(pid, resource.RLIMIT_CORE, (0, 0))
-        resource.prlimit(pid, resource.RLIMIT_FSIZE, (max_file, max_file))
-        cpu = int(timeout) + 2
-        resource.prlimit(pid, resource.RLIMIT_CPU, (cpu, cpu))
-    except (ImportError, AttributeError, OSError, ValueError):
-        pass
-
-
 def run_tool(
     argv: list[str],
     *,
@@ -182,19 +172,23 @@ def run_tool(
     stdin: str | None = None,
     max_output: int = DEFAULT_MAX_OUTPUT,
     untrusted: bool = False,
+    max_memory: int = 2 << 30,
 ) -> ToolResult:
-    """Run argv (no shell) in cwd; kill its process group after `timeout` seconds.
+    """Run argv (no shell) in the sandbox, in cwd; kill it after `timeout` seconds.
 
     argv[0] is resolved with find_tool, so "opt" finds opt-17 where only that exists;
-    MissingTool is raised when it cannot be found. The process gets its own session so a
-    timeout also kills anything it started (qemu's guest, a test's children), and whatever
-    it leaves running is killed when it exits. stdout and stderr go to temporary files,
-    not pipes, so a program printing without end costs disk, not memory; they come back
-    decoded with errors="replace" and capped at max_output bytes each.
+    MissingTool is raised when it cannot be found, or (naming "bwrap") when the sandbox
+    cannot run. The tool sees the toolchain and cwd only: every file it reads or writes
+    must be in cwd. The process gets its own session and the sandbox its own PID
+    namespace, so a timeout also kills anything it started (qemu's guest, a test's
+    children). stdout and stderr go to temporary files, not pipes, so a program printing
+    without end costs disk, not memory; they come back decoded with errors="replace" and
+    capped at max_output bytes each.
 
-    untrusted=True is for running a model's program (a test linked with a candidate): it
-    also gets no core dumps, a file-size cap and a CPU-time cap. That is damage control,
-    not a sandbox: the program runs with the caller's rights.
+    Every run is capped at `max_memory` bytes of writable memory, `timeout` (+2 s) of CPU
+    time, 64 processes and a file size of 4 * max_output (at least 64 MiB), with no
+    core dumps. untrusted=True marks a model's program (a test linked with a candidate):
+    its file-size cap is kept at that floor, since it has no legitimate large output.
     """
     if not argv:
         raise ValueError("run_tool needs a non-empty argv")
@@ -203,11 +197,20 @@ def run_tool(
     exe = find_tool(argv[0])
     if exe is None:
         raise MissingTool(argv[0])
-    full = [exe, *argv[1:]]
+    cwd = Path(cwd).resolve()
+    file_size = max(4 * max_output, 64 << 20)
+    limits = Limits(
+        memory=max_memory,
+        cpu_seconds=int(timeout) + 2,
+        file_size=64 << 20 if untrusted else file_size,
+    )
+    try:
+        full = sandbox_argv(exe, list(argv[1:]), cwd, limits)
+    except SandboxUnavailable as e:
+        raise MissingTool("bwrap", str(e)) from None
+    prepare_workdir(cwd)
     timed_out = False
     with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
-        # The C locale gives ASCII quotes and English diagnostics, the same on every
-        # machine, so a message fed back to a model reads the way its training data did.
         proc = subprocess.Popen(
             full,
             cwd=str(cwd),
@@ -217,8 +220,6 @@ def run_tool(
             start_new_session=True,
             env={**os.environ, "LC_ALL": "C", "LANG": "C"},
         )
-        if untrusted:
-            _limit_resources(proc.pid, timeout, max(4 * max_output, 64 * 1024 * 1024))
         try:
             proc.communicate(
                 input=stdin.encode("utf-8") if stdin is not None else None, timeout=timeout
@@ -241,11 +242,37 @@ def run_tool(
     stderr = stderr.replace(str(cwd).rstrip(os.sep) + os.sep, "")
     return ToolResult(
         argv=list(argv),
-        returncode=None if timed_out else proc.returncode,
+        returncode=None if timed_out else _returncode(proc.returncode),
         stdout=stdout,
         stderr=stderr,
         timed_out=timed_out,
     )
+
+
+# Signals a program can die of; bwrap reports such a death as exit status 128 + signal.
+_DEATH_SIGNALS = {
+    int(s)
+    for s in (
+        signal.SIGSEGV,
+        signal.SIGABRT,
+        signal.SIGBUS,
+        signal.SIGILL,
+        signal.SIGFPE,
+        signal.SIGKILL,
+        signal.SIGTERM,
+        signal.SIGXCPU,
+        signal.SIGXFSZ,
+        signal.SIGTRAP,
+    )
+}
+
+
+def _returncode(rc: int) -> int:
+    """The tool's exit status, with a death by signal as -signal (as subprocess reports
+    it for a direct child)."""
+    if sandbox_mode() == "bwrap" and rc > 128 and rc - 128 in _DEATH_SIGNALS:
+        return -(rc - 128)
+    return rc
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

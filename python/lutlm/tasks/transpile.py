@@ -19,6 +19,7 @@ from lutlm.tasks.common import (
     Attempt,
     Generator,
     TaskResult,
+    check_inputs,
     extract,
     generate,
     no_answer,
@@ -91,6 +92,8 @@ def transpile(
     target_name = p.target_name(target)
     if not asm.strip():
         raise ValueError("the assembly input is empty")
+    test_list = [tests] if isinstance(tests, (str, Path)) else list(tests)
+    check_inputs(asm=asm, tests=test_list)
     values: dict[str, str] = {"target_name": target_name}
     if "c_code" in p.fields():
         if not c_code:
@@ -103,7 +106,6 @@ def transpile(
         gen = generate(llm, p, sp, messages=p.messages(**values))
     else:
         gen = generate(llm, p, sp, prompt=p.format(**values))
-    test_list = [tests] if isinstance(tests, (str, Path)) else list(tests)
     attempts = []
     for text in gen.texts:
         found = extract(p, text)

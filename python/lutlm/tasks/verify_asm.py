@@ -10,8 +10,10 @@ way. The cross build is static, so qemu needs no target libraries at run time (-
 sysroot is passed anyway, for toolchains whose static libc is missing). An x86-64
 candidate (an optimizer's rewrite of the reference) is built with gcc and run natively.
 
-Running a test runs the model's code with the caller's rights (qemu-user translates
-system calls, it does not sandbox them); run_tool only caps time, file size and cores.
+Running a test runs the model's code; it happens in run_tool's sandbox (qemu-user itself
+translates system calls, it does not confine them). Text that would make the assembler
+read a file (lutlm.tasks.untrusted) fails the candidate, or is a ValueError for the
+reference or a test driver.
 
 Drivers should print with fixed-width types (int, int32_t): `long` is 64-bit on x86-64
 and riscv64 but 32-bit on armv5.
@@ -34,6 +36,7 @@ from .toolchain import (
     tail,
     workdir,
 )
+from .untrusted import UnsafeInput, check_source
 
 __all__ = ["verify_transpiled"]
 
@@ -88,7 +91,14 @@ def verify_transpiled(
     tgt = get_target(target)
     host = get_target("x86_64")
     found = resolve_tests(tests)
+    check_source(reference_asm, "asm", "the reference assembly")
+    for name, src in found:
+        check_source(src, "c", f"test {name}")
     details: dict = {"target": target, "tests": []}
+    try:
+        check_source(asm, "asm", "the candidate")
+    except UnsafeInput as e:
+        return Verification("failed", str(e), details=details)
     if not found:
         return Verification("unverified", "no tests given", details=details)
     for tool in [host.compiler, *tgt.tools()]:

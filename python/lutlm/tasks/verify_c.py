@@ -8,8 +8,10 @@ translation unit after the candidate, as that paper's evaluation did, so the dri
 the candidate's prototypes (a call through an implicit declaration would silently
 truncate a float or pointer result). Each driver's main() returns 0 when the function
 behaves (typically with assert); it runs with a timeout, so a decompiled infinite loop
-fails instead of hanging the server. The test programs run natively with the caller's
-rights: run_tool caps their time, file size and core dumps, but does not sandbox them.
+fails instead of hanging the server. The test programs run natively, in run_tool's
+sandbox (no network, no files but the work directory and the toolchain, capped memory,
+time, file size and processes). Text that would make the compiler read a file
+(lutlm.tasks.untrusted) fails the candidate, or is a ValueError for a test driver.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .toolchain import (
     tail,
     workdir,
 )
+from .untrusted import UnsafeInput, check_source
 
 __all__ = ["verify_c_function"]
 
@@ -54,7 +57,13 @@ def verify_c_function(
     returncode, timed_out, stdout, stderr} (output tails).
     """
     found = resolve_tests(tests)
+    for name, src in found:
+        check_source(src, "c", f"test {name}")
     details: dict = {"compiler": compiler, "cflags": list(cflags), "tests": []}
+    try:
+        check_source(source, "c", "the candidate")
+    except UnsafeInput as e:
+        return Verification("failed", str(e), details=details)
     if not found:
         return Verification("unverified", "no tests given", details=details)
     if find_tool(compiler) is None:

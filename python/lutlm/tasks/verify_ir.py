@@ -25,6 +25,7 @@ from pathlib import Path
 
 from .report import Verification
 from .toolchain import MissingTool, ToolError, run_tool, trim_message, workdir
+from .untrusted import check_source
 
 __all__ = ["ToolError", "count_ir_instructions", "ir_stats", "normalize_passes", "verify_pass_list"]
 
@@ -236,8 +237,9 @@ def ir_stats(ir: str, *, timeout: float = 60) -> dict:
     instructions: IR instructions in defined functions; object_size: text size that
     llvm-size reports for the object `llc -filetype=obj` makes. Raises MissingTool when
     opt/llc/llvm-size is absent and ToolError (a ValueError) with the tool's message when
-    the IR is invalid.
+    the IR is invalid, or UnsafeInput (a ValueError) when its assembly would read a file.
     """
+    check_source(ir, "ir", "the IR")
     with workdir() as d:
         path = d / "input.ll"
         path.write_text(ir, encoding="utf-8")
@@ -267,6 +269,7 @@ def verify_pass_list(
     Should the -Oz baseline itself fail, oz_* are None, oz_error says why and the model's
     result is chosen.
     """
+    check_source(ir, "ir", "the IR")
     details: dict = {}
     try:
         normalized = normalize_passes(passes)
