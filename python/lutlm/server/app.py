@@ -56,8 +56,8 @@ class ServerConfig:
     act_bits: int = 16
     prompt_lookup: int = 0  # draft tokens for requests that don't say (0 = off)
     device: str = "cpu"  # cpu, cuda or auto (see LLM)
-    # /v1/tasks/* may compile and run the C test programs a request carries (as the
-    # server's user, unsandboxed): off unless asked for.
+    # /v1/tasks/* may compile and run the C test programs a request carries (in the tool
+    # sandbox of lutlm.tasks.sandbox): off unless asked for.
     allow_test_execution: bool = False
     allowed_origins: list[str] = field(default_factory=list)  # CORS off when empty
 
@@ -74,8 +74,10 @@ class _State:
         self.created = int(time.time())
 
     def load(self) -> None:
+        """Load the model (in the background thread create_app starts when none was given)."""
         from lutlm.llm import LLM
 
+        start = time.monotonic()
         try:
             llm = LLM(
                 self.config.model,
@@ -91,12 +93,18 @@ class _State:
             log.exception("loading the model failed")
             self.load_error = f"loading the model failed: {e}"
             return
+        self.attach(llm, time.monotonic() - start)
+
+    def attach(self, llm, load_seconds: float | None = None) -> None:
+        """Serve `llm`: start its engine thread; /health turns 200."""
         if self.config.served_model_name is None:
             self.model_name = Path(llm.model_path).name.removesuffix(".gguf")
         self.metrics = Metrics(self.model_name)
         engine = AsyncEngine(llm.engine, on_step=self.metrics.update)
         engine.start()
         self.llm, self.engine = llm, engine
+        took = "" if load_seconds is None else f" in {load_seconds:.1f} s"
+        log.info("model %s loaded%s (%s); ready", self.model_name, took, llm.model_path)
 
     def ready(self) -> AsyncEngine:
         if self.load_error:
@@ -127,12 +135,23 @@ class _State:
         return self.tokenizer.decode([token_id], skip_special_tokens=False)
 
 
-def create_app(config: ServerConfig) -> FastAPI:
+def create_app(config: ServerConfig, llm=None) -> FastAPI:
+    """The server's FastAPI app.
+
+    Args:
+        config: the server's options.
+        llm: an already loaded `lutlm.LLM` to serve (what `lutlm serve` passes, so that a
+            model that fails to load stops it before it binds); None loads config.model in
+            a background thread while the server answers /health with 503.
+    """
     state = _State(config)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        threading.Thread(target=state.load, name="lutlm-load", daemon=True).start()
+        if llm is not None:
+            state.attach(llm)
+        else:
+            threading.Thread(target=state.load, name="lutlm-load", daemon=True).start()
         yield
         if state.engine is not None:
             state.engine.shutdown()
