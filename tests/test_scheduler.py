@@ -229,3 +229,24 @@ def test_requests_the_cache_can_never_hold_are_refused(model):
     eng.add_request([1] * 8, SamplingParams(n=2, max_tokens=4))  # 2 shared + 2 own blocks
     with pytest.raises(ValueError, match="3 x 12 tokens need more"):
         eng.add_request([1] * 8, SamplingParams(n=3, max_tokens=4))
+
+
+def test_a_short_request_starts_while_a_long_prompt_is_prefilled(model):
+    """A request arriving behind a long prompt gets its first token within a step or two
+    (its prefill shares the step with the long prompt's chunks), and both give exactly
+    the tokens they give alone."""
+    long_p, short_p = prompts(11, [200, 3])
+    eng = engine(model, num_blocks=128, max_num_batched_tokens=32, max_model_len=256)
+    long_id = eng.add_request(long_p, GREEDY)
+    eng.step()  # the long prompt is running, 32 of its 200 tokens computed
+    short_id = eng.add_request(short_p, GREEDY)
+    steps = 0
+    while not eng.requests[short_id].output_ids:
+        eng.step()
+        steps += 1
+    assert steps == 1
+    assert eng.requests[long_id].num_computed_tokens < len(long_p)  # still prefilling
+    drain(eng)
+    assert [eng.requests.pop(long_id).output_ids, eng.requests.pop(short_id).output_ids] == (
+        alone(model, [long_p, short_p])
+    )

@@ -8,7 +8,10 @@ batch: on memory-bound hardware the weights are read once for every sequence).
 
 Order of service: decodes first (their latency is what users feel), then running
 prefills, then waiting requests in arrival order, whose cached prefix blocks are taken
-from the prefix cache. When blocks run out, the newest running sequence is preempted:
+from the prefix cache. While a waiting request could be admitted, running prefills get
+at most half of what the decodes leave: a long prompt is prefilled in smaller chunks, and
+a short request that arrives meanwhile starts in the next step instead of after the
+whole long prompt (a chunk's size never changes a token's result). When blocks run out, the newest running sequence is preempted:
 its blocks are freed and it rejoins the front of the queue to be recomputed (its full
 blocks usually come back from the prefix cache). No request is dropped.
 """
@@ -79,12 +82,22 @@ class Scheduler:
         preempted = False
         decodes = [r for r in self.running if r.num_tokens - r.num_computed_tokens == 1]
         prefills = [r for r in self.running if r.num_tokens - r.num_computed_tokens > 1]
+        prefill_budget: int | None = None  # set once the decodes are served
         for req in decodes + prefills:
             if budget == 0:
                 break
             if req.status is not RequestStatus.RUNNING:  # preempted earlier in this step
                 continue
-            n = min(req.num_tokens - req.num_computed_tokens, budget)
+            remaining = req.num_tokens - req.num_computed_tokens
+            if remaining > 1 and prefill_budget is None:
+                prefill_budget = budget // 2 if self._can_admit() and budget > 1 else budget
+            if remaining > 1:
+                if prefill_budget == 0:
+                    continue
+                n = min(remaining, prefill_budget)
+                prefill_budget -= n
+            else:
+                n = min(remaining, budget)
             if req.draft_ids:  # a decode verifying prompt-lookup drafts
                 del req.draft_ids[budget - 1 :]
                 if req.draft_ids and not self.blocks.can_allocate(
@@ -134,6 +147,14 @@ class Scheduler:
             out.append(ScheduledSeq(req, n))
             budget -= n
         return out
+
+    def _can_admit(self) -> bool:
+        """Whether the first waiting request fits under max_num_seqs now."""
+        if not self.waiting:
+            return False
+        req = self.waiting[0]
+        width = 1 if req.forked or req.index else req.params.n
+        return len(self.running) + width <= self.max_num_seqs
 
     def _allocate(self, req: Request, n: int) -> None:
         c = req.num_computed_tokens
