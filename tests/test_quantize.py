@@ -126,10 +126,10 @@ def test_quantize_refuses_a_used_output_and_leaves_nothing_on_failure(tmp_path, 
     src, out = tmp_path / "src", tmp_path / "out"
     src.mkdir()
     (src / "config.json").write_text('{"model_type": "llama"}')  # and no weights
-    assert main(["quantize", str(src), str(out)]) == 2
+    assert main(["quantize", str(src), str(out)]) == 1  # the loader's error: exit 1
     assert "no *.safetensors weights" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # no partial output
-    assert main(["quantize", str(src), str(src)]) == 2
+    assert main(["quantize", str(src), str(src)]) == 2  # refused before loading: usage
     assert "exists and is not an empty directory" in capsys.readouterr().err
 
 
