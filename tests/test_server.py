@@ -283,7 +283,7 @@ def test_disconnect_mid_stream_frees_the_blocks(server):
     del engine.abort
     assert len(aborted) == 1 and aborted[0].startswith("cmpl-")  # aborted, not finished
     assert not engine.has_unfinished() and engine.blocks.usage == 0.0
-    status, text = server.request("GET", "/metrics")
+    status, text = server.request("GET", "/metrics", headers=AUTH)
     assert "lutlm:kv_cache_usage_perc" in text and "lutlm:time_to_first_token_seconds" in text
 
 
@@ -348,7 +348,7 @@ def test_prompt_lookup_per_request_gives_the_same_tokens(server):
         return r.choices[0].message.content, [t.logprob for t in r.choices[0].logprobs.content]
 
     def accepted() -> float:
-        _, text = server.request("GET", "/metrics")
+        _, text = server.request("GET", "/metrics", headers=AUTH)
         line = next(x for x in text.splitlines() if x.startswith("lutlm:prompt_lookup_accepted"))
         return float(line.split()[-1])
 

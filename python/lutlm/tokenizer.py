@@ -355,6 +355,10 @@ class Tokenizer:
         Returns:
             The token ids.
         """
+        if len(text) > 4096:
+            # encode_batch releases the GIL while it works; encode holds it, which would
+            # stall every other thread (the server's event loop) for a long text.
+            return self.backend.encode_batch([text], add_special_tokens=add_special_tokens)[0].ids
         return self.backend.encode(text, add_special_tokens=add_special_tokens).ids
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:

@@ -111,11 +111,28 @@ class LLMEngine:
         """Queue a request; returns its id.
 
         Raises:
-            ValueError: an empty prompt, token ids outside the vocabulary, prompt +
-                max_tokens beyond max_model_len, a request the cache can never hold,
-                or a duplicate request id.
+            ValueError: what check_request raises, or a duplicate request id.
         """
         prompt_ids = [int(t) for t in prompt_ids]
+        self.check_request(prompt_ids, params)
+        rid = request_id if request_id is not None else f"req-{next(self._ids)}"
+        if rid in self.requests:
+            raise ValueError(f"request id {rid!r} is already in use")
+        req = Request(rid, prompt_ids, params, make_generator(params.seed))
+        self.requests[rid] = req
+        self.scheduler.add(req)
+        return rid
+
+    def check_request(self, prompt_ids: Sequence[int], params: SamplingParams) -> None:
+        """What add_request refuses, checked without queueing anything: callers that must
+        answer before the request starts (a server's streamed response) call it first.
+        It reads only fixed properties of the engine, so any thread may call it.
+
+        Raises:
+            ValueError: an empty prompt, token ids outside the vocabulary, prompt +
+                max_tokens beyond max_model_len, a request the cache can never hold, or
+                sampling parameters naming tokens outside the vocabulary.
+        """
         if not prompt_ids:
             raise ValueError("the prompt is empty")
         bad = next((t for t in prompt_ids if not 0 <= t < self.model.config.vocab_size), None)
@@ -139,13 +156,6 @@ class LLMEngine:
                 f"({self.blocks.num_blocks} of {self.block_size} tokens)"
             )
         params.check_vocab(self.vocab_size)
-        rid = request_id if request_id is not None else f"req-{next(self._ids)}"
-        if rid in self.requests:
-            raise ValueError(f"request id {rid!r} is already in use")
-        req = Request(rid, prompt_ids, params, make_generator(params.seed))
-        self.requests[rid] = req
-        self.scheduler.add(req)
-        return rid
 
     def abort(self, request_id: str) -> None:
         """Drop a request (all its sequences) and free its blocks."""

@@ -2,8 +2,11 @@
 
 The model loads in a background thread while the server already answers: /health is
 503 until it is ready, then 200. Every error is a JSON body in OpenAI's shape with the
-right status (400 bad parameter, 401 bad key, 404 unknown model, 503 loading or queue
-full). A client that disconnects aborts its request, which frees its KV blocks.
+right status (400 bad parameter, 401 bad key, 404 unknown model or path, 405 wrong
+method, 413 body too large, 503 loading or queue full), and every check runs before a
+streamed response sends its first byte. A client that disconnects aborts its request,
+streamed or not, which frees its KV blocks. Tokenizing and chat templating run in worker
+threads, so a large request never holds up /health or other requests.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lutlm.engine.async_engine import AsyncEngine
 from lutlm.engine.engine import StepOutput
@@ -30,6 +34,7 @@ from lutlm.engine.request import Request as EngineRequest
 from lutlm.engine.sampling_params import SamplingParams
 from lutlm.outputs import TextStream
 from lutlm.server.metrics import Metrics
+from lutlm.server.middleware import ApiKeyGuard, BodyGuard
 from lutlm.server.protocol import (
     APIError,
     ChatCompletionRequest,
@@ -51,6 +56,9 @@ class ServerConfig:
     kv_cache_memory_gb: float = 1.0
     max_num_seqs: int = 16
     max_waiting_requests: int = 256  # beyond this many requests in flight: 503
+    max_n: int = 16  # the largest n / best_of a request may ask for
+    max_request_bytes: int = 16 << 20  # larger bodies: 413
+    expose_metrics: bool = False  # /metrics without the API key
     weights: str = "int4"
     head: str = "int8"
     act_bits: int = 16
@@ -156,9 +164,18 @@ def create_app(config: ServerConfig, llm=None) -> FastAPI:
         if state.engine is not None:
             state.engine.shutdown()
 
+    for name in ("max_n", "max_request_bytes", "max_waiting_requests", "max_num_seqs"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be at least 1, got {getattr(config, name)}")
     app = FastAPI(title="lutlm", lifespan=lifespan)
     app.state.lutlm = state
     app.include_router(tasks_router)  # /v1/tasks/* (lutlm.server.tasks_api)
+    # Outermost last: CORS answers preflights before the key is asked for, and its headers
+    # reach the 401s too, so a browser page can read them.
+    app.add_middleware(BodyGuard, max_bytes=config.max_request_bytes)
+    if config.api_key:
+        open_paths = {"/health"} | ({"/metrics"} if config.expose_metrics else set())
+        app.add_middleware(ApiKeyGuard, api_key=config.api_key, open_paths=frozenset(open_paths))
     if config.allowed_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -173,6 +190,24 @@ def create_app(config: ServerConfig, llm=None) -> FastAPI:
     async def _api_error(_: Request, e: APIError) -> JSONResponse:
         return JSONResponse(e.body(), status_code=e.status)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        if e.status_code == 404:
+            msg, code = f"no route {request.method} {request.url.path}", "not_found"
+        elif e.status_code == 405:
+            msg, code = f"{request.url.path} does not take {request.method}", "method_not_allowed"
+        else:
+            msg, code = str(e.detail), None
+        kind = "invalid_request_error" if e.status_code < 500 else "server_error"
+        err = APIError(msg, e.status_code, type=kind, code=code)
+        return JSONResponse(err.body(), status_code=e.status_code, headers=e.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, e: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        err = APIError(f"internal error: {type(e).__name__}", 500, type="server_error")
+        return JSONResponse(err.body(), status_code=500)
+
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, e: RequestValidationError) -> JSONResponse:
         err = e.errors()[0] if e.errors() else {}
@@ -184,20 +219,6 @@ def create_app(config: ServerConfig, llm=None) -> FastAPI:
             where = ".".join(loc) or "body"
             msg = f"{where}: {err.get('msg', 'invalid value')} (got {err.get('input')!r})"
         return JSONResponse(APIError(msg, 400, param=param).body(), status_code=400)
-
-    @app.middleware("http")
-    async def _auth(request: Request, call_next):
-        key = config.api_key
-        path = request.url.path
-        if key and (path.startswith("/v1/") or path in ("/tokenize", "/detokenize")):
-            if request.headers.get("authorization", "") != f"Bearer {key}":
-                err = APIError(
-                    "missing or wrong API key (send Authorization: Bearer <key>)",
-                    401,
-                    code="invalid_api_key",
-                )
-                return JSONResponse(err.body(), status_code=401)
-        return await call_next(request)
 
     @app.get("/health")
     async def health() -> Response:
@@ -235,9 +256,11 @@ def create_app(config: ServerConfig, llm=None) -> FastAPI:
         if (body.prompt is None) == (body.messages is None):
             raise APIError("give exactly one of prompt and messages", param="prompt")
         if body.messages is not None:
-            ids = _chat_prompt_ids(state, body.messages, body.add_generation_prompt)
+            ids = await _chat_prompt_ids(state, body.messages, body.add_generation_prompt)
         else:
-            ids = state.tokenizer.encode(body.prompt, add_special_tokens=body.add_special_tokens)
+            ids = await asyncio.to_thread(
+                state.tokenizer.encode, body.prompt, add_special_tokens=body.add_special_tokens
+            )
         return {"tokens": ids, "count": len(ids), "max_model_len": state.max_model_len}
 
     @app.post("/detokenize")
@@ -248,7 +271,10 @@ def create_app(config: ServerConfig, llm=None) -> FastAPI:
         bad = [t for t in body.tokens if not 0 <= t < vocab]
         if bad:
             raise APIError(f"token id {bad[0]} is outside [0, {vocab})", param="tokens")
-        return {"prompt": state.tokenizer.decode(body.tokens, skip_special_tokens=False)}
+        text = await asyncio.to_thread(
+            state.tokenizer.decode, body.tokens, skip_special_tokens=False
+        )
+        return {"prompt": text}
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request) -> Response:
@@ -268,22 +294,49 @@ def create_app(config: ServerConfig, llm=None) -> FastAPI:
 # -- shared generation plumbing ---------------------------------------------------------
 
 
-def _chat_prompt_ids(state: _State, messages, add_generation_prompt: bool = True) -> list[int]:
-    convo = []
-    for m in messages:
-        msg = m.model_dump(exclude_none=True)
-        if isinstance(msg.get("content"), list):  # content parts: keep the text ones
-            msg["content"] = "".join(
-                p.get("text", "") for p in msg["content"] if p.get("type") == "text"
+def _message_text(i: int, content: list) -> str:
+    """The text of a message given as content parts; anything but text parts is a 400
+    (this server runs text-only models: an image silently dropped would be answered as if
+    it had been seen)."""
+    texts = []
+    for j, part in enumerate(content):
+        where = f"messages[{i}].content[{j}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind != "text":
+            raise APIError(
+                f"{where}: content parts of type {kind!r} are not supported; this model "
+                "reads text only (send parts of type 'text')",
+                param="messages",
             )
+        text = part.get("text")
+        if not isinstance(text, str):
+            raise APIError(
+                f"{where}.text must be a string, got {type(text).__name__}", param="messages"
+            )
+        texts.append(text)
+    return "".join(texts)
+
+
+async def _chat_prompt_ids(
+    state: _State, messages, add_generation_prompt: bool = True
+) -> list[int]:
+    convo = []
+    for i, m in enumerate(messages):
+        msg = m.model_dump(exclude_none=True)
+        if isinstance(msg.get("content"), list):
+            msg["content"] = _message_text(i, msg["content"])
         convo.append(msg)
-    try:
+
+    def render() -> list[int]:
         text = state.tokenizer.apply_chat_template(
             convo, add_generation_prompt=add_generation_prompt
         )
+        return state.tokenizer.encode(text, add_special_tokens=False)
+
+    try:
+        return await asyncio.to_thread(render)
     except ValueError as e:
         raise APIError(f"messages: {e}", param="messages") from None
-    return state.tokenizer.encode(text, add_special_tokens=False)
 
 
 def _check_context(state: _State, prompt_len: int, max_tokens: int, what: str) -> None:
@@ -296,6 +349,28 @@ def _check_context(state: _State, prompt_len: int, max_tokens: int, what: str) -
             param="max_tokens" if prompt_len < limit else what,
             code="context_length_exceeded",
         )
+
+
+def _check_n(state: _State, n: int, param: str = "n") -> None:
+    """n and best_of are capped (a request for 200,000 samples would hold the engine and
+    the memory of every sequence's logits); checked before any other work."""
+    limit = state.config.max_n
+    if not 1 <= n <= limit:
+        raise APIError(
+            f"{param} must be between 1 and {limit} on this server, got {n} "
+            "(lutlm serve --max-n raises the limit)",
+            param=param,
+        )
+
+
+def _check_request(state: _State, prompts: list[list[int]], params: SamplingParams) -> None:
+    """The engine's own checks (context, KV capacity, token ids), run before a response
+    starts: a streamed response must not send 200 and then an error event."""
+    for ids in prompts:
+        try:
+            state.llm.engine.check_request(ids, params)
+        except ValueError as e:
+            raise APIError(str(e)) from None
 
 
 def _params(
@@ -324,7 +399,9 @@ class _Seq:
 async def _events(
     state: _State, prompt_ids: list[int], params: SamplingParams, rid: str, request: Request
 ) -> AsyncIterator[StepOutput | EngineRequest]:
-    """A request's events until it finishes; aborts it if the caller goes away."""
+    """A request's events until it finishes; aborts it if the caller goes away (checked
+    twice a second whether or not events arrive, and raised as a 499 so a non-streamed
+    caller's handler stops too)."""
     engine = state.ready()
     if state.in_flight >= state.config.max_waiting_requests:
         raise APIError(
@@ -335,13 +412,18 @@ async def _events(
     state.in_flight += 1
     queue = engine.submit(prompt_ids, params, rid)
     done = False
+    checked = time.monotonic()
     try:
         while True:
             try:
                 ev = await asyncio.wait_for(queue.get(), timeout=0.5)
             except TimeoutError:
+                ev = None
+            if ev is None or time.monotonic() - checked >= 0.5:
+                checked = time.monotonic()
                 if await request.is_disconnected():
-                    return
+                    raise APIError("the client closed the request", 499, type="cancelled")
+            if ev is None:
                 continue
             if isinstance(ev, ValueError):
                 done = True
@@ -438,7 +520,7 @@ def _usage(prompt_tokens: int, completion_tokens: int, cached: int) -> dict:
 # -- /v1/completions ---------------------------------------------------------------------
 
 
-def _completion_prompts(state: _State, prompt) -> tuple[list[list[int]], list[str]]:
+async def _completion_prompts(state: _State, prompt) -> tuple[list[list[int]], list[str]]:
     if isinstance(prompt, str):
         prompt = [prompt]
     if not prompt:
@@ -448,7 +530,7 @@ def _completion_prompts(state: _State, prompt) -> tuple[list[list[int]], list[st
     ids, texts = [], []
     for p in prompt:
         if isinstance(p, str):
-            ids.append(state.tokenizer.encode(p))
+            ids.append(await asyncio.to_thread(state.tokenizer.encode, p))
             texts.append(p)
         else:
             vocab = state.llm.model.config.vocab_size
@@ -461,7 +543,9 @@ def _completion_prompts(state: _State, prompt) -> tuple[list[list[int]], list[st
                     param="prompt",
                 )
             ids.append(list(p))
-            texts.append(state.tokenizer.decode(p, skip_special_tokens=False))
+            texts.append(
+                await asyncio.to_thread(state.tokenizer.decode, p, skip_special_tokens=False)
+            )
     return ids, texts
 
 
@@ -484,7 +568,10 @@ def _completion_logprobs(state: _State, ids: Sequence[int], lps: Sequence, offse
 async def _completions(state: _State, body: CompletionRequest, request: Request) -> Response:
     if body.suffix:
         raise APIError("suffix is not supported", param="suffix")
-    prompts, texts = _completion_prompts(state, body.prompt)
+    _check_n(state, body.n)
+    if body.best_of is not None:
+        _check_n(state, body.best_of, "best_of")
+    prompts, texts = await _completion_prompts(state, body.prompt)
     longest = max(len(p) for p in prompts)
     max_tokens = state.max_model_len - longest if body.max_tokens is None else body.max_tokens
     for p in prompts:
@@ -503,6 +590,7 @@ async def _completions(state: _State, body: CompletionRequest, request: Request)
         want_lp if body.echo and want_lp is not None else None,
         best_of,
     )
+    _check_request(state, prompts, params)
     cid = f"cmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     head = {"id": cid, "object": "text_completion", "created": created, "model": state.model_name}
@@ -611,7 +699,8 @@ def _chat_logprobs(state: _State, ids: Sequence[int], lps: Sequence) -> dict:
 
 
 async def _chat(state: _State, body: ChatCompletionRequest, request: Request) -> Response:
-    prompt = _chat_prompt_ids(state, body.messages, body.add_generation_prompt)
+    _check_n(state, body.n)
+    prompt = await _chat_prompt_ids(state, body.messages, body.add_generation_prompt)
     if body.max_completion_tokens is not None:
         max_tokens = body.max_completion_tokens
         what = "max_completion_tokens"
@@ -627,6 +716,7 @@ async def _chat(state: _State, body: ChatCompletionRequest, request: Request) ->
         raise APIError("top_logprobs needs logprobs=true", param="top_logprobs")
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
     params = _params(state, body, max_tokens, logprobs, None, body.n)
+    _check_request(state, [prompt], params)
     cid = f"chatcmpl-{uuid.uuid4().hex}"
     head = {
         "id": cid,
