@@ -3,6 +3,7 @@
 
     python bench/serve.py [--model PATH] [--threads 2] [--concurrency 1,4,16]
                           [--max-tokens 64] [--requests-per-worker 4] [--servers lutlm,llama.cpp]
+    python bench/serve.py --long-prompt 4000 [--trials 3] [--servers lutlm]
 
 Each server runs as a subprocess on loopback; a pool of `concurrency` streaming clients
 (the `openai` package) sends completion requests back to back. Every request generates
@@ -10,6 +11,11 @@ exactly --max-tokens tokens (EOS is banned with logit_bias, which both servers h
 so output tokens/s is comparable. Reported per server and concurrency: requests/s,
 output tokens/s, time to first token and inter-token latency (p50, p99; between
 streamed chunks, one token each). Results go to bench/results/serve.{md,json}.
+
+--long-prompt N measures head-of-line blocking instead: the time to first token of a
+short request sent alone, and sent while an N-token prompt is being prefilled (each trial
+with a fresh long prompt, so the prefix cache does not help), plus the long prompt's own
+time to first token. Results go to bench/results/serve_long.{md,json}.
 """
 
 from __future__ import annotations
@@ -49,7 +55,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(server: str, model: Path, threads: int, port: int, max_seqs: int) -> subprocess.Popen:
+def start(
+    server: str, model: Path, threads: int, port: int, max_seqs: int, max_model_len: int = 0
+) -> subprocess.Popen:
     if server.startswith("lutlm"):  # "lutlm" (act_bits 16, the default) or "lutlm-act8"
         cmd = [
             sys.executable,
@@ -70,6 +78,8 @@ def start(server: str, model: Path, threads: int, port: int, max_seqs: int) -> s
             "--act-bits",
             "8" if server == "lutlm-act8" else "16",
         ]
+        if max_model_len:
+            cmd += ["--max-model-len", str(max_model_len), "--kv-cache-memory", "2"]
         ready = "/health"
     else:
         cmd = [
@@ -87,7 +97,7 @@ def start(server: str, model: Path, threads: int, port: int, max_seqs: int) -> s
             "--host",
             "127.0.0.1",
             "--n_ctx",
-            "4096",
+            str(max(4096, max_model_len)),
             "--model_alias",
             "m",
             "--interrupt_requests",  # by default a new request cuts off the streaming one
@@ -187,6 +197,92 @@ async def _measure(one, concurrency, per_worker, max_tokens, ttft, itl, counts) 
     }
 
 
+async def head_of_line(port: int, long_prompts: list[str], trials: int) -> dict:
+    """TTFT of a short request alone and behind a long prompt's prefill (seconds)."""
+    import openai
+
+    client = openai.AsyncOpenAI(
+        base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=1200
+    )
+
+    async def ttft(prompt: str) -> float:
+        t0 = time.perf_counter()
+        stream = await client.completions.create(
+            model="m", prompt=prompt, max_tokens=2, temperature=0, stream=True
+        )
+        first = None
+        async for ch in stream:
+            if first is None and ch.choices and ch.choices[0].text:
+                first = time.perf_counter() - t0
+        return first if first is not None else time.perf_counter() - t0
+
+    async with client:
+        await ttft(PROMPTS[0])  # warm-up
+        alone = [await ttft(PROMPTS[i % len(PROMPTS)]) for i in range(5)]
+        behind, long_ttft = [], []
+        for i in range(trials):
+            long_task = asyncio.create_task(ttft(long_prompts[i]))
+            await asyncio.sleep(0.5)  # the long prefill is under way
+            behind.append(await ttft(PROMPTS[(i + 1) % len(PROMPTS)]))
+            long_ttft.append(await long_task)
+    return {
+        "short_alone_ms": 1e3 * float(np.median(alone)),
+        "short_behind_long_ms": 1e3 * float(np.median(behind)),
+        "short_behind_long_max_ms": 1e3 * max(behind),
+        "long_ttft_ms": 1e3 * float(np.median(long_ttft)),
+    }
+
+
+def long_prompts(model: Path, tokens: int, count: int) -> list[str]:
+    """`count` different prompts of about `tokens` tokens each."""
+    from lutlm.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_gguf(model)
+    text = " ".join(PROMPTS) + " "
+    per = len(tok.encode(text, add_special_tokens=False))
+    body = text * (tokens // per + 1)
+    ids = tok.encode(body, add_special_tokens=False)[: tokens - 16]
+    return [f"Document {i}:\n" + tok.decode(ids) for i in range(count)]
+
+
+def main_long(args: argparse.Namespace, model: Path) -> int:
+    prompts = long_prompts(model, args.long_prompt, args.trials)
+    rows = []
+    for server in args.servers.split(","):
+        port = free_port()
+        proc = start(server, model, args.threads, port, 4, args.long_prompt + 512)
+        try:
+            r = asyncio.run(head_of_line(port, prompts, args.trials))
+        finally:
+            stop(proc)
+        r["server"] = server
+        rows.append(r)
+        print(json.dumps(r), flush=True)
+    machine = f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs".strip()
+    cmd = "python bench/serve.py " + shlex.join(sys.argv[1:])
+    lines = [
+        f"Machine: {machine}; model {model.name}; threads {args.threads}; a "
+        f"{args.long_prompt}-token prompt, {args.trials} trials.",
+        f"Command: `{cmd}`",
+        "",
+        "| server | short TTFT alone ms | short TTFT behind long prefill ms (max) "
+        "| ratio | long prompt TTFT ms |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['server']} | {r['short_alone_ms']:.0f} | {r['short_behind_long_ms']:.0f} "
+            f"({r['short_behind_long_max_ms']:.0f}) | "
+            f"{r['short_behind_long_ms'] / r['short_alone_ms']:.1f}x | {r['long_ttft_ms']:.0f} |"
+        )
+    out = args.out.with_name(args.out.name + "_long")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    out.with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path)
@@ -198,11 +294,15 @@ def main() -> int:
         "--servers", default="lutlm,lutlm-act8,llama.cpp", help="lutlm (act_bits 16), lutlm-act8"
     )
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "serve")
+    ap.add_argument("--long-prompt", type=int, help="measure head-of-line blocking instead")
+    ap.add_argument("--trials", type=int, default=3)
     args = ap.parse_args()
     from lutlm.default_model import default_model_path
     from lutlm.tokenizer import Tokenizer
 
     model = args.model or default_model_path()
+    if args.long_prompt:
+        return main_long(args, model)
     eos = sorted(Tokenizer.from_gguf(model).eos_token_ids)
     levels = [int(c) for c in args.concurrency.split(",")]
     rows = []

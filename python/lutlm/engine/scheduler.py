@@ -11,9 +11,11 @@ prefills, then waiting requests in arrival order, whose cached prefix blocks are
 from the prefix cache. While a waiting request could be admitted, running prefills get
 at most half of what the decodes leave: a long prompt is prefilled in smaller chunks, and
 a short request that arrives meanwhile starts in the next step instead of after the
-whole long prompt (a chunk's size never changes a token's result). When blocks run out, the newest running sequence is preempted:
-its blocks are freed and it rejoins the front of the queue to be recomputed (its full
-blocks usually come back from the prefix cache). No request is dropped.
+whole long prompt (a chunk's size never changes a token's result).
+
+When blocks run out, the newest running sequence is preempted: its blocks are freed and
+it rejoins the front of the queue to be recomputed (its full blocks usually come back
+from the prefix cache). No request is dropped.
 """
 
 from __future__ import annotations
