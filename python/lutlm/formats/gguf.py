@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from gguf import GGMLQuantizationType, GGUFReader, quants
 
-from lutlm.model.config import FAMILIES, ModelConfig
+from lutlm.model.config import FAMILIES, ModelConfig, positive_int
 
 # GGUF stores a matrix as ne = [K, N] (K contiguous); numpy rows are ne reversed.
 
@@ -46,6 +46,9 @@ class GGUFModelFile:
         except Exception as e:  # the gguf package raises assorted errors on bad files
             raise ValueError(f"{self.path}: not a readable GGUF file ({e})") from e
         self.tensors = {t.name: t for t in self.reader.tensors}
+        # ModelConfig field -> the metadata key it came from, once config() has run: the
+        # loader's shape errors name the key.
+        self.config_keys: dict[str, str] = {}
 
     def field(self, key: str, default: Any = None) -> Any:
         f = self.reader.fields.get(key)
@@ -59,11 +62,16 @@ class GGUFModelFile:
         return str(self.field("general.architecture", ""))
 
     def config(self) -> ModelConfig:
-        """The decoder config from the llama-family metadata keys."""
+        """The decoder config from the llama-family metadata keys.
+
+        Raises:
+            ValueError: a missing key or a value the decoder cannot run with, naming the
+                file and the key.
+        """
         arch = self.architecture
         if arch not in FAMILIES:
             raise ValueError(
-                f"{self.path}: unsupported architecture {arch!r}; supported: {', '.join(FAMILIES)}"
+                f"{self.path}: general.architecture is {arch!r}; supported: {', '.join(FAMILIES)}"
             )
 
         def need(key: str) -> Any:
@@ -72,36 +80,94 @@ class GGUFModelFile:
                 raise ValueError(f"{self.path}: metadata key {arch}.{key} is missing")
             return v
 
-        n_heads = int(need("attention.head_count"))
-        hidden = int(need("embedding_length"))
-        vocab = self.field(f"{arch}.vocab_size")
+        keys = {
+            "architecture": "general.architecture",
+            "vocab_size": f"{arch}.vocab_size",
+            "hidden_size": f"{arch}.embedding_length",
+            "intermediate_size": f"{arch}.feed_forward_length",
+            "num_layers": f"{arch}.block_count",
+            "num_heads": f"{arch}.attention.head_count",
+            "num_kv_heads": f"{arch}.attention.head_count_kv",
+            "head_dim": f"{arch}.attention.key_length",
+            "rms_norm_eps": f"{arch}.attention.layer_norm_rms_epsilon",
+            "rope_theta": f"{arch}.rope.freq_base",
+            "max_position_embeddings": f"{arch}.context_length",
+            "rope_scaling": f"{arch}.rope.scaling",
+            "bos_token_id": "tokenizer.ggml.bos_token_id",
+            "eos_token_ids": "tokenizer.ggml.eos_token_id",
+        }
+        # head_dim and the vocabulary are derived from other keys when absent, so those
+        # must be valid before they are divided by or counted.
+        n_heads = positive_int(need("attention.head_count"), f"{self.path}: {keys['num_heads']}")
+        hidden = positive_int(need("embedding_length"), f"{self.path}: {keys['hidden_size']}")
+        head_dim = self.field(keys["head_dim"])
+        if head_dim is None:
+            if hidden % n_heads:
+                raise ValueError(
+                    f"{self.path}: {keys['hidden_size']} ({hidden}) is not a multiple of "
+                    f"{keys['num_heads']} ({n_heads}), and {keys['head_dim']} is not given"
+                )
+            head_dim = hidden // n_heads
+            keys["head_dim"] = f"{keys['hidden_size']} / {keys['num_heads']}"
+        head_dim = positive_int(head_dim, f"{self.path}: {keys['head_dim']}")
+        # The decoder gives values and rotary embeddings the keys' head size.
+        for key in ("attention.value_length", "rope.dimension_count"):
+            value = self.field(f"{arch}.{key}")
+            if value is not None and value != head_dim:
+                raise ValueError(
+                    f"{self.path}: {arch}.{key} is {value!r}; only {head_dim} (the head size, "
+                    f"{keys['head_dim']}) is supported"
+                )
+        vocab = self.field(keys["vocab_size"])
         if vocab is None:
-            vocab = len(self.reader.fields["tokenizer.ggml.tokens"].data)
-        eos = self.field("tokenizer.ggml.eos_token_id")
+            tokens = self.reader.fields.get("tokenizer.ggml.tokens")
+            if tokens is None:
+                raise ValueError(
+                    f"{self.path}: metadata key {keys['vocab_size']} is missing, and there is "
+                    "no tokenizer.ggml.tokens to count"
+                )
+            vocab = len(tokens.data)
+            keys["vocab_size"] = "the number of tokenizer.ggml.tokens"
         scaling = None
-        if self.field(f"{arch}.rope.scaling.type") == "linear":
-            scaling = {"rope_type": "linear", "factor": float(need("rope.scaling.factor"))}
-        return ModelConfig.for_family(
+        scaling_type = self.field(f"{arch}.rope.scaling.type")
+        if scaling_type == "linear":
+            scaling = {"rope_type": "linear", "factor": need("rope.scaling.factor")}
+        elif scaling_type not in (None, "none"):
+            raise ValueError(
+                f"{self.path}: {arch}.rope.scaling.type is {scaling_type!r}; supported: "
+                "'none', 'linear'"
+            )
+        eos = self.field("tokenizer.ggml.eos_token_id")
+        self.config_keys = keys
+        return ModelConfig.from_file(
+            str(self.path),
+            keys,
             arch,
-            vocab_size=int(vocab),
+            vocab_size=vocab,
             hidden_size=hidden,
-            intermediate_size=int(need("feed_forward_length")),
-            num_layers=int(need("block_count")),
+            intermediate_size=need("feed_forward_length"),
+            num_layers=need("block_count"),
             num_heads=n_heads,
-            num_kv_heads=int(self.field(f"{arch}.attention.head_count_kv", n_heads)),
-            head_dim=int(self.field(f"{arch}.attention.key_length", hidden // n_heads)),
-            rms_norm_eps=float(self.field(f"{arch}.attention.layer_norm_rms_epsilon", 1e-5)),
-            rope_theta=float(self.field(f"{arch}.rope.freq_base", 10000.0)),
-            max_position_embeddings=int(self.field(f"{arch}.context_length", 4096)),
+            num_kv_heads=self.field(keys["num_kv_heads"], n_heads),
+            head_dim=head_dim,
+            rms_norm_eps=self.field(keys["rms_norm_eps"], 1e-5),
+            rope_theta=self.field(keys["rope_theta"], 10000.0),
+            max_position_embeddings=self.field(keys["max_position_embeddings"], 4096),
             rope_scaling=scaling,
             tie_word_embeddings="output.weight" not in self.tensors,
             rope_interleaved=arch in ("llama", "mistral"),
             bos_token_id=self.field("tokenizer.ggml.bos_token_id"),
-            eos_token_ids=[] if eos is None else [int(eos)],
+            eos_token_ids=[] if eos is None else [eos],
         )
 
     def has(self, name: str) -> bool:
         return name in self.tensors
+
+    def file_of(self, name: str) -> Path:
+        """The file that holds a tensor (this one; HFModelDir has shards)."""
+        if name not in self.tensors:
+            raise ValueError(f"{self.path}: tensor {name!r} is missing")
+        return self.path
 
     def tensor(self, name: str) -> tuple[str, tuple[int, ...], np.ndarray]:
         """(ggml type name, numpy-order shape, raw data) of a tensor."""

@@ -31,7 +31,7 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from lutlm import _C
-from lutlm.model.config import ModelConfig
+from lutlm.model.config import ConfigError, ModelConfig
 from lutlm.model.decoder import Decoder, Embedding, LayerWeights
 from lutlm.model.linear import Linear, PackedWeight
 from lutlm.quant import Int4Weight, Int8Weight, TernaryWeight
@@ -201,9 +201,15 @@ def load_packed(path: str | Path, act_bits: int = 8) -> Decoder:
             f"{mfile}: manifest version {manifest.get('version')!r} is not supported (this "
             f"lutlm reads version {VERSION}); quantize the model again with this lutlm"
         )
+    raw_config = manifest.get("config")
+    if not isinstance(raw_config, dict):
+        raise ValueError(f"{mfile}: config is {raw_config!r}; expected an object")
     try:
-        config = ModelConfig(**manifest.get("config", {}))
-    except (TypeError, ValueError) as e:
+        config = ModelConfig(**raw_config)
+    except ConfigError as e:
+        keys = {f.name: f"config.{f.name}" for f in fields(ModelConfig)}
+        raise ValueError(f"{mfile}: {e.naming(keys)}") from None
+    except TypeError as e:  # a missing or unknown field
         raise ValueError(f"{mfile}: bad config ({e})") from e
     arrays = _MappedSafetensors(path / WEIGHTS)
     try:
@@ -226,12 +232,12 @@ def _build(
     linear_shapes = {"qkv": (qs + 2 * kv, D), "o": (D, qs), "gate_up": (2 * F, D), "down": (D, F)}
     vector_sizes = {"attn_norm": D, "ffn_norm": D, "attn_sub_norm": qs, "ffn_sub_norm": F}
 
-    def linear(name: str, entry: dict[str, Any], N: int | None, K: int) -> Linear:
+    def linear(name: str, entry: dict[str, Any], N: int, K: int) -> Linear:
         kind, shape = entry["kind"], tuple(entry["shape"])
         if kind not in LINEAR_KINDS:
             raise ValueError(f"{mfile}: {name} has kind {kind!r}, expected one of {LINEAR_KINDS}")
-        if len(shape) != 2 or shape[1] != K or (N is not None and shape[0] != N):
-            raise ValueError(f"{mfile}: {name} has shape {shape}, expected {(N or '*', K)}")
+        if shape != (N, K):
+            raise ValueError(f"{mfile}: {name} has shape {shape}, expected {(N, K)}")
         group_size = entry.get("group_size", 32)
         if group_size not in GROUP_SIZES:
             raise ValueError(f"{mfile}: {name} has group_size {group_size}, not in {GROUP_SIZES}")
@@ -256,6 +262,8 @@ def _build(
         bias = entry.get("bias")
         if bias is not None:
             bias = arrays.get(bias, np.float32, (shape[0],))
+        elif c.qkv_bias and name.endswith(".qkv"):
+            raise ValueError(f"{mfile}: {name} has no bias, but config.qkv_bias is true")
         return Linear(w, bias, act_bits)
 
     if len(manifest["layers"]) != c.num_layers:
@@ -274,13 +282,18 @@ def _build(
                 raise ValueError(f"{mfile}: layer {i} has an unknown part {role!r}")
         layers.append(LayerWeights(**parts))
     embed = manifest["embed"]
-    embed_rows = int(embed["shape"][0])
+    # One embedding row and one logit per token: fewer would fail at generation.
+    if list(embed["shape"]) != [c.vocab_size, D]:
+        raise ValueError(
+            f"{mfile}: embed has shape {embed['shape']}, expected {[c.vocab_size, D]} (a row "
+            f"for each of the {c.vocab_size} tokens of config.vocab_size)"
+        )
     return Decoder(
         config,
-        Embedding(arrays.get(embed["key"], np.float32, (embed_rows, D))),
+        Embedding(arrays.get(embed["key"], np.float32, (c.vocab_size, D))),
         layers,
         arrays.get(manifest["final_norm"], np.float32, (D,)),
-        linear("lm_head", manifest["lm_head"], None, D),
+        linear("lm_head", manifest["lm_head"], c.vocab_size, D),
     )
 
 

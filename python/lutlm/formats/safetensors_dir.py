@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from safetensors import safe_open
 
-from lutlm.model.config import FAMILIES, ModelConfig
+from lutlm.model.config import FAMILIES, ModelConfig, positive_int
 from lutlm.quant import unpack_bitnet
 
 # HF model_type -> lutlm family
@@ -46,9 +46,12 @@ class HFModelDir:
         if not cfg.is_file():
             raise ValueError(f"{self.path}: no config.json (not an HF model directory)")
         try:
-            self.raw_config: dict[str, Any] = json.loads(cfg.read_text())
-        except json.JSONDecodeError as e:
+            raw = json.loads(cfg.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ValueError(f"{cfg}: invalid JSON ({e})") from e
+        if not isinstance(raw, dict):
+            raise ValueError(f"{cfg}: expected a JSON object, found {type(raw).__name__}")
+        self.raw_config: dict[str, Any] = raw
         files = sorted(self.path.glob("*.safetensors"))
         if not files:
             if list(self.path.glob("*.bin")) or list(self.path.glob("*.pt")):
@@ -56,8 +59,7 @@ class HFModelDir:
             raise ValueError(f"{self.path}: no *.safetensors weights")
         index = self.path / "model.safetensors.index.json"
         if index.is_file():
-            weight_map = json.loads(index.read_text()).get("weight_map", {})
-            files = sorted({self.path / f for f in weight_map.values()})
+            files = self._shards(index)
         self.where: dict[str, Path] = {}
         self._handles = {}
         for f in files:
@@ -69,7 +71,40 @@ class HFModelDir:
             for key in h.keys():
                 self.where[key] = f
         self._bf16_layout: dict[Path, tuple[int, dict[str, Any]]] = {}
+        # ModelConfig field -> its config.json key, once config() has run (see GGUFModelFile).
+        self.config_keys: dict[str, str] = {}
         self.bitnet_class = self._bitnet_class()
+
+    def _shards(self, index: Path) -> list[Path]:
+        """The shard files that model.safetensors.index.json's weight_map names."""
+        try:
+            raw = json.loads(index.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{index}: invalid JSON ({e})") from e
+        if not isinstance(raw, dict):
+            raise ValueError(f"{index}: expected a JSON object, found {type(raw).__name__}")
+        weight_map = raw.get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            found = (
+                "missing"
+                if weight_map is None
+                else "empty"
+                if weight_map == {}
+                else f"a {type(weight_map).__name__}"
+            )
+            raise ValueError(
+                f"{index}: weight_map is {found}; it must be an object of tensor name -> shard file"
+            )
+        files = []
+        for name in sorted({str(f) for f in weight_map.values()}):
+            f = self.path / name
+            # A shard outside the directory is no part of this checkpoint.
+            if Path(name).is_absolute() or ".." in Path(name).parts or not f.is_file():
+                raise ValueError(
+                    f"{index}: weight_map names shard {name!r}, which is not a file in {self.path}"
+                )
+            files.append(f)
+        return files
 
     def _bitnet_class(self) -> str | None:
         """transformers' linear class of an offline-quantized BitNet checkpoint, else None.
@@ -79,6 +114,10 @@ class HFModelDir:
         (transformers/integrations/bitnet.py). Online quantization keeps float weights.
         """
         q = self.raw_config.get("quantization_config") or {}
+        if not isinstance(q, dict):
+            raise ValueError(
+                f"{self.path / 'config.json'}: quantization_config is {q!r}; expected an object"
+            )
         if q.get("quant_method") != "bitnet" or q.get("quantization_mode", "offline") != "offline":
             return None
         if q.get("use_rms_norm"):
@@ -94,42 +133,84 @@ class HFModelDir:
         return linear_class
 
     def config(self) -> ModelConfig:
+        """The decoder config from config.json.
+
+        Raises:
+            ValueError: a missing key or a value the decoder cannot run with, naming
+                config.json and the key.
+        """
         c = self.raw_config
+        file = self.path / "config.json"
         model_type = c.get("model_type", "")
         if model_type not in MODEL_TYPES:
             raise ValueError(
-                f"{self.path / 'config.json'}: unsupported model_type {model_type!r}; "
+                f"{file}: unsupported model_type {model_type!r}; "
                 f"supported: {', '.join(MODEL_TYPES)}"
             )
-        n_heads = int(c["num_attention_heads"])
+
+        def need(key: str) -> Any:
+            if c.get(key) is None:
+                raise ValueError(f"{file}: {key} is missing")
+            return c[key]
+
+        def opt(key: str, default: Any) -> Any:  # transformers reads null as its default
+            value = c.get(key)
+            return default if value is None else value
+
+        keys = {
+            "architecture": "model_type",
+            "num_layers": "num_hidden_layers",
+            "num_heads": "num_attention_heads",
+            "num_kv_heads": "num_key_value_heads",
+            "eos_token_ids": "eos_token_id",
+        }
+        # head_dim is derived from these when absent: valid before they are divided.
+        n_heads = positive_int(need("num_attention_heads"), f"{file}: num_attention_heads")
+        hidden = positive_int(need("hidden_size"), f"{file}: hidden_size")
+        head_dim = c.get("head_dim")
+        if head_dim is None:
+            if hidden % n_heads:
+                raise ValueError(
+                    f"{file}: hidden_size ({hidden}) is not a multiple of num_attention_heads "
+                    f"({n_heads}), and head_dim is not given"
+                )
+            head_dim = hidden // n_heads
+            keys["head_dim"] = "hidden_size / num_attention_heads"
         # transformers >= 5 writes rope_parameters (theta inside); older files rope_scaling.
-        rope = dict(c.get("rope_parameters") or c.get("rope_scaling") or {})
-        theta = float(rope.pop("rope_theta", c.get("rope_theta", 10000.0)))
+        rope_key = "rope_parameters" if c.get("rope_parameters") else "rope_scaling"
+        rope = c.get(rope_key) or {}
+        if not isinstance(rope, dict):
+            raise ValueError(f"{file}: {rope_key} is {rope!r}; expected an object")
+        rope = dict(rope)
+        keys["rope_scaling"] = rope_key
+        if "rope_theta" in rope:
+            keys["rope_theta"] = f"{rope_key}.rope_theta"
+        theta = rope.pop("rope_theta", opt("rope_theta", 10000.0))
         scaling = rope if rope.get("rope_type", rope.get("type", "default")) != "default" else None
-        hidden = int(c["hidden_size"])
         eos = c.get("eos_token_id")
-        eos_ids = [] if eos is None else [int(e) for e in (eos if isinstance(eos, list) else [eos])]
         family = MODEL_TYPES[model_type]
-        return ModelConfig.for_family(
+        act = opt("hidden_act", FAMILIES[family].get("hidden_act", "silu"))
+        self.config_keys = keys
+        return ModelConfig.from_file(
+            str(file),
+            keys,
             family,
-            vocab_size=int(c["vocab_size"]),
+            vocab_size=need("vocab_size"),
             hidden_size=hidden,
-            intermediate_size=int(c["intermediate_size"]),
-            num_layers=int(c["num_hidden_layers"]),
+            intermediate_size=need("intermediate_size"),
+            num_layers=need("num_hidden_layers"),
             num_heads=n_heads,
-            num_kv_heads=int(c.get("num_key_value_heads") or n_heads),
-            head_dim=int(c.get("head_dim") or hidden // n_heads),
-            rms_norm_eps=float(c.get("rms_norm_eps", 1e-6)),
+            num_kv_heads=opt("num_key_value_heads", n_heads),
+            head_dim=head_dim,
+            rms_norm_eps=opt("rms_norm_eps", 1e-6),
             rope_theta=theta,
-            max_position_embeddings=int(c.get("max_position_embeddings", 4096)),
+            max_position_embeddings=opt("max_position_embeddings", 4096),
             rope_scaling=scaling,
             tie_word_embeddings=bool(c.get("tie_word_embeddings", False)),
             rope_interleaved=False,
-            hidden_act="relu2"
-            if c.get("hidden_act") == "relu2"
-            else FAMILIES[family].get("hidden_act", "silu"),
+            hidden_act="silu" if act == "swish" else act,  # ACT2FN's other name for SiLU
             bos_token_id=c.get("bos_token_id"),
-            eos_token_ids=eos_ids,
+            eos_token_ids=[] if eos is None else eos if isinstance(eos, list) else [eos],
         )
 
     def has(self, name: str) -> bool:

@@ -11,6 +11,7 @@ from tqdm import tqdm
 from lutlm.formats import packed  # a module, not names: packed imports lutlm.model
 from lutlm.formats.gguf import GGUFModelFile
 from lutlm.formats.safetensors_dir import BITNET_PACKED, HFModelDir
+from lutlm.model.config import ModelConfig
 from lutlm.model.decoder import Decoder, Embedding, LayerWeights
 from lutlm.model.linear import (
     WEIGHT_FORMATS,
@@ -124,16 +125,7 @@ def _build(
 ) -> Decoder:
     config = f.config()
     c = config
-
-    def check(name: str, shape: tuple[int, ...]) -> None:
-        kind, got, _ = f.tensor(name)
-        if got != shape and kind == BITNET_PACKED:  # stored [N/4, K]: say so, and where
-            raise ValueError(
-                f"{f.file_of(name)}: BitNet tensor {name!r} is uint8 {(got[0] // 4, got[1])}, "
-                f"expected ({shape[0] / 4:g}, {shape[1]}): {shape} packed 4 rows per byte"
-            )
-        if got != shape:
-            raise ValueError(f"{f.path}: tensor {name!r} has shape {got}, expected {shape}")
+    _check_shapes(f, c, layer_names, global_names)
 
     def linear(role: str, i: int) -> Linear:
         names = [layer_names[p].format(i=i) for p in FUSED.get(role, (role,))]
@@ -154,17 +146,9 @@ def _build(
         name = layer_names[role].format(i=i)
         return f.float32(name) if f.has(name) else None
 
-    D, kv = c.hidden_size, c.num_kv_heads * c.head_dim
     layers = []
     for i in tqdm(range(c.num_layers), "packing layers", unit="layer", disable=not progress):
         fmt = partial(str.format, i=i)
-        check(fmt(layer_names["q"]), (c.num_heads * c.head_dim, D))
-        check(fmt(layer_names["k"]), (kv, D))
-        check(fmt(layer_names["v"]), (kv, D))
-        check(fmt(layer_names["o"]), (D, c.num_heads * c.head_dim))
-        check(fmt(layer_names["gate"]), (c.intermediate_size, D))
-        check(fmt(layer_names["up"]), (c.intermediate_size, D))
-        check(fmt(layer_names["down"]), (D, c.intermediate_size))
         layers.append(
             LayerWeights(
                 attn_norm=f.float32(fmt(layer_names["attn_norm"])),
@@ -178,10 +162,6 @@ def _build(
             )
         )
     embed_f32 = f.float32(global_names["embed"])
-    if embed_f32.shape[1] != D:
-        raise ValueError(
-            f"{f.path}: {global_names['embed']} has shape {embed_f32.shape}, expected (vocab, {D})"
-        )
     tied = c.tie_word_embeddings or not f.has(global_names["head"])
     head_name = global_names["embed"] if tied else global_names["head"]
 
@@ -193,3 +173,61 @@ def _build(
 
     lm_head = Linear(head_weight(), act_bits=act_bits)
     return Decoder(config, Embedding(embed_f32), layers, f.float32(global_names["norm"]), lm_head)
+
+
+def _check_shapes(
+    f: GGUFModelFile | HFModelDir,
+    c: ModelConfig,
+    layer_names: dict[str, str],
+    global_names: dict[str, str],
+) -> None:
+    """Check every tensor the decoder reads against the config, from the files' headers,
+    before anything is converted: a wrong shape is named at load, not met as an
+    IndexError at generation or a kernel's error in the middle of a forward.
+
+    Raises:
+        ValueError: a missing tensor or one of the wrong shape, naming the file, the
+            tensor and the shape the config implies.
+    """
+    D, F = c.hidden_size, c.intermediate_size
+    qs, kv = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
+    vocab_key = f.config_keys.get("vocab_size", "vocab_size")
+    rows = f"a row for each of the {c.vocab_size} tokens of {vocab_key}"
+    layer_shapes: dict[str, tuple[int, ...]] = {
+        "attn_norm": (D,),
+        "q": (qs, D),
+        "k": (kv, D),
+        "v": (kv, D),
+        "o": (D, qs),
+        "ffn_norm": (D,),
+        "gate": (F, D),
+        "up": (F, D),
+        "down": (D, F),
+    }
+    if c.qkv_bias:
+        layer_shapes.update(q_bias=(qs,), k_bias=(kv,), v_bias=(kv,))
+    optional = {"attn_sub_norm": (qs,), "ffn_sub_norm": (F,)} if c.sub_norms else {}
+
+    def check(name: str, shape: tuple[int, ...], why: str = "") -> None:
+        kind, got, _ = f.tensor(name)
+        if got == shape:
+            return
+        if kind == BITNET_PACKED:  # stored [N/4, K]: say so
+            raise ValueError(
+                f"{f.file_of(name)}: BitNet tensor {name!r} is uint8 {(got[0] // 4, got[1])}, "
+                f"expected ({shape[0] / 4:g}, {shape[1]}): {shape} packed 4 rows per byte"
+            )
+        raise ValueError(
+            f"{f.file_of(name)}: tensor {name!r} has shape {got}, expected {shape}{why}"
+        )
+
+    for i in range(c.num_layers):
+        for role, shape in layer_shapes.items():
+            check(layer_names[role].format(i=i), shape)
+        for role, shape in optional.items():
+            if f.has(layer_names[role].format(i=i)):
+                check(layer_names[role].format(i=i), shape)
+    check(global_names["embed"], (c.vocab_size, D), f": {rows}")
+    check(global_names["norm"], (D,))
+    if not c.tie_word_embeddings and f.has(global_names["head"]):
+        check(global_names["head"], (c.vocab_size, D), f": {rows}")
