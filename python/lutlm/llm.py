@@ -63,6 +63,14 @@ class LLM:
             Tokenizer.from_pretrained(path) if path.is_dir() else Tokenizer.from_gguf(path)
         )
         config = self.model.config
+        # Ids past the embedding could not be embedded nor sampled: every request would fail.
+        # A model with more rows than the tokenizer has tokens (padding) is fine.
+        if self.tokenizer.vocab_size > config.vocab_size:
+            raise ValueError(
+                f"{self.tokenizer.name}: the tokenizer has {self.tokenizer.vocab_size} tokens, "
+                f"more than the {config.vocab_size} of the model's vocab_size (rows of its "
+                "embedding); the tokenizer and the weights do not belong together"
+            )
         block_size = 16
         num_blocks = max(1, int(kv_cache_memory_gb * 2**30) // KVCache.bytes_per_block(config))
         eos = set(self.tokenizer.eos_token_ids) | set(config.eos_token_ids)

@@ -77,6 +77,12 @@ class LLMEngine:
         detokenize: Callable[[list[int]], str] | None = None,
         enable_prefix_caching: bool = True,
     ) -> None:
+        if vocab_size is not None and vocab_size > model.config.vocab_size:
+            # The sampler would read past the logits' columns on every step.
+            raise ValueError(
+                f"vocab_size ({vocab_size}) is larger than the model's vocabulary "
+                f"({model.config.vocab_size})"
+            )
         self.model = model
         self.eos_token_ids = set(eos_token_ids)
         self.cache = model.new_cache(num_blocks, block_size)
