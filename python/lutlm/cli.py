@@ -439,6 +439,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         prompt_lookup=args.prompt_lookup,
         allow_test_execution=args.allow_test_execution,
         allowed_origins=args.allowed_origins or [],
+        max_n=args.max_n,
+        max_request_bytes=args.max_request_bytes,
+        expose_metrics=args.expose_metrics,
     )
     # Loaded before the server binds: a missing or broken model stops here with the
     # loader's message, instead of a server that answers 500 to every request.
@@ -893,8 +896,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--allow-test-execution",
         action="store_true",
-        help="let /v1/tasks/* requests run the C test programs they carry (unsandboxed, as "
-        "this user; only for clients you trust)",
+        help="let /v1/tasks/* requests run the C test programs they carry (in the tool "
+        "sandbox: no network, no files but their own, capped memory and time)",
+    )
+    serve.add_argument(
+        "--max-n", type=_positive, default=16, help="the largest n / best_of a request may ask"
+    )
+    serve.add_argument(
+        "--max-request-bytes",
+        type=_positive,
+        default=16 << 20,
+        help="larger request bodies are refused with 413",
+    )
+    serve.add_argument(
+        "--expose-metrics",
+        action="store_true",
+        help="serve /metrics without the API key (everything but /health needs it otherwise)",
     )
     serve.add_argument(
         "--log-level",

@@ -111,8 +111,13 @@ class _State:
         engine = AsyncEngine(llm.engine, on_step=self.metrics.update)
         engine.start()
         self.llm, self.engine = llm, engine
-        took = "" if load_seconds is None else f" in {load_seconds:.1f} s"
-        log.info("model %s loaded%s (%s); ready", self.model_name, took, llm.model_path)
+        if load_seconds is not None:  # loaded here in the background (lutlm serve logs its own)
+            log.info(
+                "model %s loaded in %.1f s (%s); ready",
+                self.model_name,
+                load_seconds,
+                llm.model_path,
+            )
 
     def ready(self) -> AsyncEngine:
         if self.load_error:
