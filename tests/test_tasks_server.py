@@ -4,7 +4,9 @@ verifiers really run, test drivers travel as sources in the body, and bad reques
 OpenAI-shaped errors."""
 
 import base64
+import json
 import subprocess
+import time
 
 import pytest
 
@@ -162,3 +164,56 @@ def test_cli_decompile_reports_json(tmp_path):
         [*argv[:6], "nope", *argv[7:]], capture_output=True, text=True, timeout=120, env=env
     )
     assert bad.returncode == 2 and "'nope' not found" in bad.stderr
+
+
+def test_task_inputs_cannot_read_server_files(server, tmp_path):
+    """The exploits found on the task endpoints: assembly, IR and C that read files
+    (the server's own, or /dev/zero to exhaust memory) are 400s naming the directive,
+    refused before any tool runs, and no response carries the files' bytes."""
+    os_release = open("/etc/os-release").read()
+    passwd_lines = [line for line in open("/etc/passwd").read().splitlines() if line]
+    cases = [
+        (
+            "/v1/tasks/transpile",
+            {"asm": '.data\n.incbin "/etc/os-release", 0, 64\n', "target": "aarch64"},
+            ".incbin",
+        ),
+        (
+            "/v1/tasks/transpile",
+            {"asm": '.include "/etc/passwd"\n', "target": "aarch64"},
+            ".include",
+        ),
+        (
+            "/v1/tasks/transpile",
+            {"asm": '.data\n.incbin "/dev/zero"\n', "target": "riscv64"},
+            ".incbin",
+        ),
+        (
+            "/v1/tasks/transpile",
+            {
+                "asm": "f:\n\tret\n",
+                "target": "aarch64",
+                "tests": ['#include "/etc/passwd"\nint main(){}\n'],
+            },
+            "#include",
+        ),
+        (
+            "/v1/tasks/decompile",
+            {"asm": "f:\n\tret\n", "tests": ["#include </../etc/passwd>\nint main(){}\n"]},
+            "#include",
+        ),
+        (
+            "/v1/tasks/optimize-ir",
+            {"ir": 'module asm ".incbin \\22/etc/os-release\\22"\n'},
+            ".incbin",
+        ),
+    ]
+    for path, body, directive in cases:
+        t0 = time.monotonic()
+        status, out = post(server, path, {**body, "max_tokens": 1})
+        assert status == 400, (path, body, out)
+        assert directive in out["error"]["message"]
+        assert time.monotonic() - t0 < 10
+        text = json.dumps(out)
+        assert os_release[:40] not in text
+        assert not any(line in text for line in passwd_lines)
