@@ -461,7 +461,7 @@ def test_qwen2_biases_are_checked(tmp_path):
 @pytest.mark.parametrize(
     "index, message",
     [
-        ("{not json", "invalid JSON .*"),
+        ("{not json", "not a readable JSON file .*"),
         ("[]", "expected a JSON object, found list"),
         ("{}", "weight_map is missing; it must be an object of tensor name -> shard file"),
         ('{"weight_map": {}}', "weight_map is empty; .*"),

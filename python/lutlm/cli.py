@@ -225,18 +225,17 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _sampling_flags(args: argparse.Namespace) -> dict:
+    """The sampling flags every generating command shares, by SamplingParams name."""
+    names = ("max_tokens", "temperature", "top_p", "top_k", "seed", "prompt_lookup")
+    return {name: getattr(args, name) for name in names}
+
+
 def _sampling(args: argparse.Namespace):
     from lutlm.engine.sampling_params import SamplingParams
 
     try:
-        return SamplingParams(
-            max_tokens=args.max_tokens,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            top_k=args.top_k,
-            seed=args.seed,
-            prompt_lookup=args.prompt_lookup,
-        )
+        return SamplingParams(**_sampling_flags(args))
     except ValueError as e:
         raise UsageError(str(e)) from None
 
@@ -479,16 +478,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _task_params(args: argparse.Namespace, preset):
     """The preset's generation defaults, with the flags the user gave on top."""
+    flags = _sampling_flags(args)
+    if args.temperature is None and args.n > 1:
+        flags["temperature"] = 1.0  # best-of-n needs different samples
     try:
-        return preset.sampling_params(
-            n=args.n,
-            max_tokens=args.max_tokens,
-            temperature=1.0 if args.temperature is None and args.n > 1 else args.temperature,
-            top_p=args.top_p,
-            top_k=args.top_k,
-            seed=args.seed,
-            prompt_lookup=args.prompt_lookup,
-        )
+        return preset.sampling_params(n=args.n, **flags)
     except ValueError as e:
         raise UsageError(str(e)) from None
 

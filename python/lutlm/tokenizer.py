@@ -49,6 +49,8 @@ from jinja2.ext import Extension
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers, processors
 
+from lutlm.formats.json_object import read_json_object
+
 
 class TokenType(enum.IntEnum):
     """Token types, numbered as in GGUF's `tokenizer.ggml.token_type` and sentencepiece."""
@@ -686,15 +688,7 @@ def _set_bos_eos(backend: tokenizers.Tokenizer, bos_id: int | None, eos_id: int 
 
 def _read_json(file: Path) -> dict:
     """A JSON object file, or {} when it does not exist."""
-    if not file.is_file():
-        return {}
-    try:
-        value = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{file}: not a readable JSON file ({e})") from e
-    if not isinstance(value, dict):
-        raise ValueError(f"{file}: expected a JSON object, found {type(value).__name__}")
-    return value
+    return read_json_object(file) if file.is_file() else {}
 
 
 def _token_text(value: Any) -> str | None:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from safetensors import safe_open
 
+from lutlm.formats.json_object import read_json_object
 from lutlm.model.config import FAMILIES, ModelConfig, positive_int
 from lutlm.quant import unpack_bitnet
 
@@ -45,13 +46,7 @@ class HFModelDir:
         cfg = self.path / "config.json"
         if not cfg.is_file():
             raise ValueError(f"{self.path}: no config.json (not an HF model directory)")
-        try:
-            raw = json.loads(cfg.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{cfg}: invalid JSON ({e})") from e
-        if not isinstance(raw, dict):
-            raise ValueError(f"{cfg}: expected a JSON object, found {type(raw).__name__}")
-        self.raw_config: dict[str, Any] = raw
+        self.raw_config: dict[str, Any] = read_json_object(cfg)
         files = sorted(self.path.glob("*.safetensors"))
         if not files:
             if list(self.path.glob("*.bin")) or list(self.path.glob("*.pt")):
@@ -77,12 +72,7 @@ class HFModelDir:
 
     def _shards(self, index: Path) -> list[Path]:
         """The shard files that model.safetensors.index.json's weight_map names."""
-        try:
-            raw = json.loads(index.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{index}: invalid JSON ({e})") from e
-        if not isinstance(raw, dict):
-            raise ValueError(f"{index}: expected a JSON object, found {type(raw).__name__}")
+        raw = read_json_object(index)
         weight_map = raw.get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
             found = (
