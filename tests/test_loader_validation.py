@@ -21,7 +21,7 @@ import pytest
 import tokenizers
 from safetensors.numpy import save_file
 
-import lutlm.tokenizer as tokenizer_module
+import lutlm.tokenizer.tokenizer as tokenizer_module
 from lutlm import LLM, SamplingParams
 from lutlm.engine.engine import LLMEngine
 from lutlm.formats.packed import MANIFEST, save_packed
