@@ -21,7 +21,7 @@ import pytest
 import tokenizers
 from safetensors.numpy import save_file
 
-import lutlm.tokenizer.tokenizer as tokenizer_module
+import lutlm.tokenizer.template_budget as template_budget
 from lutlm import LLM, SamplingParams
 from lutlm.engine.engine import LLMEngine
 from lutlm.formats.packed import MANIFEST, save_packed
@@ -588,7 +588,7 @@ def test_template_huge_range_is_refused():
     ],
 )
 def test_template_endless_loop_stops_at_the_time_budget(monkeypatch, source):
-    monkeypatch.setattr(tokenizer_module, "TEMPLATE_SECONDS", 0.5)
+    monkeypatch.setattr(template_budget, "TEMPLATE_SECONDS", 0.5)
     msg = budget_error(templated(source), seconds=10)
     assert "ran past its time budget of 0.5 s" in msg
 
@@ -596,8 +596,8 @@ def test_template_endless_loop_stops_at_the_time_budget(monkeypatch, source):
 def test_template_time_budget_default_holds(monkeypatch):
     """At the default budget too, in a worker thread: a few seconds, not forever."""
     source = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
-    msg = budget_error(templated(source), seconds=tokenizer_module.TEMPLATE_SECONDS + 8)
-    assert f"time budget of {tokenizer_module.TEMPLATE_SECONDS:g} s" in msg
+    msg = budget_error(templated(source), seconds=template_budget.TEMPLATE_SECONDS + 8)
+    assert f"time budget of {template_budget.TEMPLATE_SECONDS:g} s" in msg
 
 
 def test_template_recursion_is_an_error_not_a_traceback():

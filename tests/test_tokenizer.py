@@ -272,7 +272,7 @@ def llama_gguf(tmp_path_factory):
     (byte fallback, no normalization), with a control and a user-defined token."""
     sentencepiece = _need("sentencepiece")
 
-    from lutlm.tokenizer import _read_sentencepiece_model
+    from lutlm.tokenizer.sentencepiece_vocab import read_sentencepiece_model
 
     proto = _train_sentencepiece(
         model_type="bpe",
@@ -284,7 +284,7 @@ def llama_gguf(tmp_path_factory):
     )
     root = tmp_path_factory.mktemp("llama_gguf")
     (root / "tokenizer.model").write_bytes(proto)
-    vocab = _read_sentencepiece_model(root / "tokenizer.model")
+    vocab = read_sentencepiece_model(root / "tokenizer.model")
     path = _write_gguf(
         root / "tok.gguf",
         {
