@@ -278,7 +278,7 @@ def test_bitnet_unpacked_autobitlinear_weights_keep_their_scale(tmp_path):
     weight_scale: those load through weights= (here f32) with the scale applied."""
     from safetensors.numpy import load_file, save_file
 
-    from lutlm.quant import unpack_bitnet
+    from lutlm.formats.safetensors_dir import unpack_bitnet
 
     make_bitnet_checkpoint(tmp_path, "autobitlinear")
     file = tmp_path / "model.safetensors"

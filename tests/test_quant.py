@@ -5,6 +5,7 @@ import pytest
 from gguf import GGMLQuantizationType, quants
 
 from lutlm import _C
+from lutlm.formats.safetensors_dir import unpack_bitnet
 from lutlm.model.linear import WEIGHT_FORMATS, fuse_gguf_linear
 from lutlm.quant import (
     Int4Weight,
@@ -17,7 +18,6 @@ from lutlm.quant import (
     quantize_int8,
     quantize_ternary,
     ternarize,
-    unpack_bitnet,
 )
 from lutlm.quant._common import unpack_group_scales
 

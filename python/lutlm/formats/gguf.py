@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from gguf import GGMLQuantizationType, GGUFReader, quants
 
-from lutlm.model.config import FAMILIES, ModelConfig, positive_int
+from lutlm.model_config import FAMILIES, ModelConfig, positive_int
 
 # GGUF stores a matrix as ne = [K, N] (K contiguous); numpy rows are ne reversed.
 

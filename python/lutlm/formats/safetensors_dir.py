@@ -18,8 +18,7 @@ import numpy as np
 from safetensors import safe_open
 
 from lutlm.formats.json_object import read_json_object
-from lutlm.model.config import FAMILIES, ModelConfig, positive_int
-from lutlm.quant import unpack_bitnet
+from lutlm.model_config import FAMILIES, ModelConfig, positive_int
 
 # HF model_type -> lutlm family
 MODEL_TYPES = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "bitnet": "bitnet"}
@@ -31,6 +30,15 @@ CONVERT_HINT = (
 # tensor()'s kind for a BitNet linear weight packed 4 rows per byte (its shape is the
 # unpacked [N, K]); read it with ternary().
 BITNET_PACKED = "BITNET_PACKED"
+
+
+def unpack_bitnet(packed: np.ndarray) -> np.ndarray:
+    """Codes c uint8 [N, K] (w = c - 1) of a BitNet checkpoint's packed uint8 weight
+    [N/4, K]: as transformers' unpack_weights (integrations/bitnet.py), bits 2i..2i+1 of
+    packed[r] are row i * N/4 + r, so the four bit pairs stack as four blocks of rows."""
+    shifts = np.array([0, 2, 4, 6], np.uint8)[:, None, None]
+    c = (packed[None] >> shifts) & 3
+    return c.reshape(4 * packed.shape[0], packed.shape[1])
 
 
 class HFModelDir:

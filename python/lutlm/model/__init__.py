@@ -3,9 +3,9 @@
 from typing import Any
 
 from lutlm.model.batch import ForwardBatch
-from lutlm.model.config import FAMILIES, ModelConfig
 from lutlm.model.decoder import Decoder
 from lutlm.model.kv_cache import KVCache
+from lutlm.model_config import FAMILIES, ModelConfig
 
 __all__ = ["FAMILIES", "Decoder", "ForwardBatch", "KVCache", "ModelConfig", "load_model"]
 

@@ -11,10 +11,10 @@ import numpy as np
 
 from lutlm import _C
 from lutlm.model.batch import ForwardBatch
-from lutlm.model.config import ModelConfig
 from lutlm.model.kv_cache import KVCache
 from lutlm.model.linear import Linear
 from lutlm.model.rope import Rope
+from lutlm.model_config import ModelConfig
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lutlm.model.config import ModelConfig
+from lutlm.model_config import ModelConfig
 
 
 class KVCache:

@@ -11,7 +11,6 @@ from tqdm import tqdm
 from lutlm.formats import packed  # a module, not names: packed imports lutlm.model
 from lutlm.formats.gguf import GGUFModelFile
 from lutlm.formats.safetensors_dir import BITNET_PACKED, HFModelDir
-from lutlm.model.config import ModelConfig
 from lutlm.model.decoder import Decoder, Embedding, LayerWeights
 from lutlm.model.linear import (
     WEIGHT_FORMATS,
@@ -20,6 +19,7 @@ from lutlm.model.linear import (
     fuse_gguf_linear,
     quantize_dense,
 )
+from lutlm.model_config import ModelConfig
 from lutlm.quant import TernaryWeight, int8_from_gguf_blocks
 
 # GGUF tensor names of one layer, and which are stacked into one weight.

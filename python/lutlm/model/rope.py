@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from lutlm.model.config import ModelConfig
+from lutlm.model_config import ModelConfig
 
 
 def inverse_frequencies(config: ModelConfig) -> np.ndarray:

@@ -11,7 +11,6 @@ from lutlm.quant.ternary import (
     gguf_tq_arrays,
     quantize_ternary,
     ternarize,
-    unpack_bitnet,
 )
 
 __all__ = [
@@ -25,5 +24,4 @@ __all__ = [
     "quantize_int8",
     "quantize_ternary",
     "ternarize",
-    "unpack_bitnet",
 ]

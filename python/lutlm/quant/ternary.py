@@ -118,11 +118,3 @@ def gguf_tq_arrays(
         )
     return np.ascontiguousarray(c.reshape(N, K)), d
 
-
-def unpack_bitnet(packed: np.ndarray) -> np.ndarray:
-    """Codes c uint8 [N, K] (w = c - 1) of a BitNet checkpoint's packed uint8 weight
-    [N/4, K]: as transformers' unpack_weights (integrations/bitnet.py), bits 2i..2i+1 of
-    packed[r] are row i * N/4 + r, so the four bit pairs stack as four blocks of rows."""
-    shifts = np.array([0, 2, 4, 6], np.uint8)[:, None, None]
-    c = (packed[None] >> shifts) & 3
-    return c.reshape(4 * packed.shape[0], packed.shape[1])
