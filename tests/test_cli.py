@@ -274,9 +274,9 @@ def test_ctrl_c_in_chat_stops_the_answer_then_quits_at_the_prompt():
 
 
 def test_stopped_answer_is_aborted_and_its_blocks_freed():
-    """In process: SIGINT during _stream stops between steps and aborts the request."""
+    """In process: SIGINT during stream stops between steps and aborts the request."""
     from lutlm import LLM, SamplingParams
-    from lutlm.cli import _stream
+    from lutlm.cli.generate import stream
 
     llm = LLM(smollm2_path())
     free = llm.engine.blocks.num_free_blocks
@@ -296,13 +296,13 @@ def test_stopped_answer_is_aborted_and_its_blocks_freed():
             pass
 
     out = InterruptAfter(5)
-    new, stopped = _stream(llm, ids, SamplingParams(max_tokens=1000, temperature=0), out)
+    new, stopped = stream(llm, ids, SamplingParams(max_tokens=1000, temperature=0), out)
     assert stopped and 5 <= len(new) < 50 and out.text.endswith("\n")
     assert not llm.engine.requests and not llm.engine.has_unfinished()
     assert llm.engine.blocks.num_free_blocks == free
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
     # The engine serves the next prompt as if nothing happened.
-    again, stopped = _stream(llm, ids, SamplingParams(max_tokens=8, temperature=0), io.StringIO())
+    again, stopped = stream(llm, ids, SamplingParams(max_tokens=8, temperature=0), io.StringIO())
     assert not stopped and again[:5] == new[:5]
     assert llm.engine.blocks.num_free_blocks == free
 
@@ -353,13 +353,14 @@ def test_weights_flags_on_a_packed_directory_are_flagged(tmp_path):
 
 @pytest.fixture
 def no_model_load(monkeypatch):
-    """cli._load fails the test: every check below must come before the model."""
+    """Loading the model fails the test: every check below must come before the model."""
     from lutlm import cli
+    from lutlm.cli import tasks
 
     def load(*args, **kwargs):
         pytest.fail("the model was loaded before the input was checked")
 
-    monkeypatch.setattr(cli, "_load", load)
+    monkeypatch.setattr(tasks, "load_llm", load)
     return cli
 
 
@@ -427,12 +428,15 @@ def test_optimize_ir_refuses_a_module_opt_cannot_read(tmp_path, no_model_load, c
 
 def test_task_command_reports_progress_and_exit_3_when_unverified(tmp_path, monkeypatch, capsys):
     from lutlm import cli
+    from lutlm.cli import tasks
 
     from .test_tasks_e2e import Scripted
 
     asm = tmp_path / "f.s"
     asm.write_text("<sum_to>:\nmov %edi,%eax\nret\n")
-    monkeypatch.setattr(cli, "_load", lambda args: Scripted(["int sum_to(int n) { return n; }"]))
+    monkeypatch.setattr(
+        tasks, "load_llm", lambda args: Scripted(["int sum_to(int n) { return n; }"])
+    )
     code = cli.main(["decompile", str(asm), "--asm"])  # no tests: compiled only
     err = capsys.readouterr().err
     assert code == 3, err

@@ -466,11 +466,12 @@ def test_gg_and_superopt_paths_on_a_tiny_qwen2(tmp_path, tiny_llms):
 
 def test_cli_optimize_ir_writes_the_chosen_ir(tmp_path, monkeypatch, capsys):
     from lutlm import cli
+    from lutlm.cli import tasks
 
     ir = sum_to_ir(tmp_path)
     (tmp_path / "sum.ll").write_text(ir)
     answer = "Run passes `-sroa -instcombine -simplifycfg` to get instruction count 9"
-    monkeypatch.setattr(cli, "_load", lambda args: Scripted([answer]))
+    monkeypatch.setattr(tasks, "load_llm", lambda args: Scripted([answer]))
     out = tmp_path / "out.ll"
     code = cli.main(["optimize-ir", str(tmp_path / "sum.ll"), "--json", "-o", str(out)])
     report = json.loads(capsys.readouterr().out)
