@@ -42,7 +42,8 @@ struct IsaKernels {
   // xs / xsum8 + r * g_stride, y + 16 r; each weight load serves every row). Per row:
   // dot = sum_{k in g} x8[k] * q[r][k] (exact), then y[r] = fma(d, dot*xs[g], y[r]);
   // fma(m, xsum8[g]*xs[g], y[r]) when m is given, else
-  // y[r] = fma(d, (dot - 8*xsum8[g])*xs[g], y[r]), in this order for every ISA.
+  // y[r] = fma(d, (dot - 8*xsum8[g])*xs[g], y[r]), in this order for every ISA: all of
+  // them call int4_mad_group_epilogue (int4_epilogue.h).
   void (*mad_int4_tile_rows)(int rows, const int8_t* x8, int64_t x_stride, const float* xs,
                              const int32_t* xsum8, int64_t g_stride, const uint8_t* wq,
                              const uint16_t* d, const uint16_t* m, int groups, int group_size,

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "int4_epilogue.h"
 #include "kernels.h"
 #include "kernels_x86.h"
 #include "quant_types.h"
@@ -344,27 +345,20 @@ inline void load_quad(const uint8_t* w, int i, __m256i& r0, __m256i& r1) {
   }
 }
 
-// One group's fp32 update of rows 0-7 (y0) and 8-15 (y1) from its integer dots.
-inline void int4_group_update(__m256i dot0, __m256i dot1, const uint16_t* d, const uint16_t* m,
-                              int g, int32_t xsum8, float xs, __m256& y0, __m256& y1) {
-  const __m256 d0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(d + g * 16)));
-  const __m256 d1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(d + g * 16 + 8)));
-  const __m256i xsum = _mm256_set1_epi32(xsum8);
-  const __m256 xsv = _mm256_set1_ps(xs);
-  if (m) {
-    const __m256 m0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(m + g * 16)));
-    const __m256 m1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(m + g * 16 + 8)));
-    const __m256 mx = _mm256_mul_ps(_mm256_cvtepi32_ps(xsum), xsv);
-    y0 = _mm256_fmadd_ps(d0, _mm256_mul_ps(_mm256_cvtepi32_ps(dot0), xsv), y0);
-    y1 = _mm256_fmadd_ps(d1, _mm256_mul_ps(_mm256_cvtepi32_ps(dot1), xsv), y1);
-    y0 = _mm256_fmadd_ps(m0, mx, y0);
-    y1 = _mm256_fmadd_ps(m1, mx, y1);
-  } else {
-    const __m256i x8s = _mm256_slli_epi32(xsum, 3);
-    y0 = _mm256_fmadd_ps(d0, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(dot0, x8s)), xsv), y0);
-    y1 = _mm256_fmadd_ps(d1, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(dot1, x8s)), xsv), y1);
+// Eight rows per lane set, for int4_mad_group_epilogue (rows 0-7, then 8-15).
+struct Lanes8 {
+  using F = __m256;
+  using I = __m256i;
+  static F load_fp16(const uint16_t* p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)p));
   }
-}
+  static F set1(float v) { return _mm256_set1_ps(v); }
+  static I set1(int32_t v) { return _mm256_set1_epi32(v); }
+  static F cvt(I v) { return _mm256_cvtepi32_ps(v); }
+  static I sub(I a, I b) { return _mm256_sub_epi32(a, b); }
+  static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
+  static F fma(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
+};
 
 // R rows of activations (row r at x8 + r * x_stride, xs / xsum8 + r * g_stride, y + 16 r)
 // share each weight load; mad_int4_tile_rows runs it with R = 2 and 1 (16 ymm registers
@@ -399,9 +393,14 @@ void mad_int4_avx2_rows(const int8_t* x8, int64_t x_stride, const float* xs,
         dot1[r] = _mm256_add_epi32(dot1[r], _mm256_madd_epi16(s1[r], ones16));
       }
     }
-    for (int r = 0; r < R; ++r)
-      int4_group_update(dot0[r], dot1[r], d, m, g, xsum8[r * g_stride + g],
-                        xs[r * g_stride + g], y0[r], y1[r]);
+    const uint16_t* mg = m ? m + g * 16 : nullptr;
+    for (int r = 0; r < R; ++r) {
+      const int32_t xsum = xsum8[r * g_stride + g];
+      const float xsr = xs[r * g_stride + g];
+      y0[r] = int4_mad_group_epilogue<Lanes8>(dot0[r], d + g * 16, mg, xsum, xsr, y0[r]);
+      y1[r] = int4_mad_group_epilogue<Lanes8>(dot1[r], d + g * 16 + 8, mg ? mg + 8 : nullptr,
+                                              xsum, xsr, y1[r]);
+    }
   }
   for (int r = 0; r < R; ++r) {
     _mm256_storeu_ps(y + 16 * r, y0[r]);

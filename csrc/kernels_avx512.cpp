@@ -7,6 +7,7 @@
 
 #include <cstring>
 
+#include "int4_epilogue.h"
 #include "kernels.h"
 #include "kernels_x86.h"
 #include "quant_types.h"
@@ -39,21 +40,20 @@ void mad_ternary_tile_avx512(const int8_t* x8, int32_t x_sum, const int8_t* wq, 
   _mm512_storeu_si512(acc, _mm512_add_epi32(_mm512_loadu_si512(acc), r));
 }
 
-// One group's fp32 update of the 16 rows from their integer dots (y = d*dot*xs, plus
-// m*xsum8*xs, or d*(dot - 8 xsum8)*xs without minimums), shared by every INT4 kernel.
-inline __m512 int4_group_update(__m512i dot, const uint16_t* d, const uint16_t* m, int g,
-                                int32_t xsum8, float xs, __m512 yv) {
-  const __m512 dg = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(d + g * 16)));
-  const __m512i xsum = _mm512_set1_epi32(xsum8);
-  const __m512 xsv = _mm512_set1_ps(xs);
-  if (m) {
-    const __m512 mg = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(m + g * 16)));
-    yv = _mm512_fmadd_ps(dg, _mm512_mul_ps(_mm512_cvtepi32_ps(dot), xsv), yv);
-    return _mm512_fmadd_ps(mg, _mm512_mul_ps(_mm512_cvtepi32_ps(xsum), xsv), yv);
+// All 16 rows of a tile in one lane set, for int4_mad_group_epilogue.
+struct Lanes16 {
+  using F = __m512;
+  using I = __m512i;
+  static F load_fp16(const uint16_t* p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)p));
   }
-  const __m512i t = _mm512_sub_epi32(dot, _mm512_slli_epi32(xsum, 3));
-  return _mm512_fmadd_ps(dg, _mm512_mul_ps(_mm512_cvtepi32_ps(t), xsv), yv);
-}
+  static F set1(float v) { return _mm512_set1_ps(v); }
+  static I set1(int32_t v) { return _mm512_set1_epi32(v); }
+  static F cvt(I v) { return _mm512_cvtepi32_ps(v); }
+  static I sub(I a, I b) { return _mm512_sub_epi32(a, b); }
+  static F mul(F a, F b) { return _mm512_mul_ps(a, b); }
+  static F fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
+};
 
 // Weights of four consecutive quads, from the quad layout (four 64-byte loads) or from
 // the nibble layout (two octets: the low nibbles are the first quad, the high the next).
@@ -91,7 +91,8 @@ void mad_int4_avx512(const int8_t* x8, const float* xs, const int32_t* xsum8, co
     }
     const __m512i dot =
         _mm512_add_epi32(_mm512_add_epi32(a[0], a[1]), _mm512_add_epi32(a[2], a[3]));
-    yv = int4_group_update(dot, d, m, g, xsum8[g], xs[g], yv);
+    yv = int4_mad_group_epilogue<Lanes16>(dot, d + g * 16, m ? m + g * 16 : nullptr, xsum8[g],
+                                          xs[g], yv);
   }
   _mm512_storeu_ps(y, yv);
 }
@@ -130,8 +131,9 @@ void mad_int4_rows_avx512(const int8_t* x8, int64_t x_stride, const float* xs,
       }
     }
     for (int r = 0; r < R; ++r)
-      yv[r] = int4_group_update(_mm512_add_epi32(a[r][0], a[r][1]), d, m, g,
-                                xsum8[r * g_stride + g], xs[r * g_stride + g], yv[r]);
+      yv[r] = int4_mad_group_epilogue<Lanes16>(_mm512_add_epi32(a[r][0], a[r][1]), d + g * 16,
+                                               m ? m + g * 16 : nullptr, xsum8[r * g_stride + g],
+                                               xs[r * g_stride + g], yv[r]);
   }
   for (int r = 0; r < R; ++r) _mm512_storeu_ps(y + 16 * r, yv[r]);
 }

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "int4_epilogue.h"
 #include "kernels.h"
 #include "quant_types.h"
 
@@ -191,15 +192,7 @@ void mad_int4_tile_neon(const int8_t* x8, const float* xs, const int32_t* xsum8,
       quad_dot(x8 + (g * quads + q) * 4, (const int8_t*)wq, a);
     int32_t dot[16];
     for (int j = 0; j < 4; ++j) vst1q_s32(dot + 4 * j, rows_of(a, j));
-    for (int r = 0; r < kTileRows; ++r) {
-      const float dg = fp16_to_fp32(d[g * 16 + r]);
-      if (m) {
-        y[r] = std::fma(dg, (float)dot[r] * xs[g], y[r]);
-        y[r] = std::fma(fp16_to_fp32(m[g * 16 + r]), (float)xsum8[g] * xs[g], y[r]);
-      } else {
-        y[r] = std::fma(dg, (float)(dot[r] - 8 * xsum8[g]) * xs[g], y[r]);
-      }
-    }
+    int4_mad_group_epilogue_rows(dot, d + g * 16, m ? m + g * 16 : nullptr, xsum8[g], xs[g], y);
   }
 }
 

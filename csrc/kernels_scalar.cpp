@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "int4_epilogue.h"
 #include "kernels.h"
 #include "quant_types.h"
 
@@ -149,15 +150,7 @@ void mad_int4_tile_scalar(const int8_t* x8, const float* xs, const int32_t* xsum
   for (int g = 0; g < groups; ++g, wq += quads * 64) {
     int32_t dot[16];
     group_dot(x8 + g * group_size, wq, quads, dot);
-    for (int r = 0; r < kTileRows; ++r) {
-      const float dg = fp16_to_fp32(d[g * 16 + r]);
-      if (m) {
-        y[r] = std::fma(dg, (float)dot[r] * xs[g], y[r]);
-        y[r] = std::fma(fp16_to_fp32(m[g * 16 + r]), (float)xsum8[g] * xs[g], y[r]);
-      } else {
-        y[r] = std::fma(dg, (float)(dot[r] - 8 * xsum8[g]) * xs[g], y[r]);
-      }
-    }
+    int4_mad_group_epilogue_rows(dot, d + g * 16, m ? m + g * 16 : nullptr, xsum8[g], xs[g], y);
   }
 }
 
