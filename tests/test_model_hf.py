@@ -333,7 +333,7 @@ def test_bitnet_packed_matches_transformers(tmp_path, monkeypatch):
     m = load_model(tmp_path, head="f32")  # transformers keeps BitNet's head in float
     for layer in m.layers:  # MAD at any batch size: BitNet's activation quantization
         for lin in (layer.qkv, layer.o, layer.gate_up, layer.down):
-            lin._gemm = lin.weight.kernel("mad")
+            lin._gemm = lin.weight.kernel(method="mad")
     ours = m.forward(
         ForwardBatch.single(ids, 0, [5, 2, 7, 0], 16, all_logits=True),
         KVCache(m.config, num_blocks=8, block_size=16),

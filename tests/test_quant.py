@@ -8,9 +8,12 @@ from lutlm import _C
 from lutlm.formats.safetensors_dir import unpack_bitnet
 from lutlm.model.linear import WEIGHT_FORMATS, fuse_gguf_linear
 from lutlm.quant import (
+    FORMATS,
     Int4Weight,
     Int8Weight,
     TernaryWeight,
+    format_of,
+    gguf_import,
     gguf_tq_arrays,
     int4_from_gguf_blocks,
     int8_from_gguf_blocks,
@@ -19,7 +22,8 @@ from lutlm.quant import (
     quantize_ternary,
     ternarize,
 )
-from lutlm.quant._common import unpack_group_scales
+from lutlm.quant._common import GROUP_SIZES, unpack_group_scales
+from lutlm.quant.int4 import LAYOUTS
 
 RAGGED = [(1, 1), (16, 32), (17, 33), (31, 100), (48, 257), (5, 1000)]
 
@@ -301,3 +305,70 @@ def test_unpack_bitnet_is_transformers_layout():
     packed = np.array([[0b10100001, 0b00011000], [0b10010000, 0b00001010]], np.uint8)
     want = [[0, -1], [-1, 1], [-1, 1], [-1, 1], [1, 0], [0, -1], [1, -1], [1, -1]]
     np.testing.assert_array_equal(unpack_bitnet(packed).astype(np.int8) - 1, want)
+
+
+# ---------------------------------------------------------------- the table of formats
+
+
+def format_samples(name: str, w: np.ndarray) -> list:
+    """Weights of one row of FORMATS: its model quantizer, and for INT4/INT8 every group
+    size (INT4: both layouts, with and without minimums)."""
+    samples = [FORMATS[name].quantize(w)]
+    if name == "int4":
+        samples += [
+            quantize_int4(w, g, symmetric=sym, layout=layout)
+            for g in GROUP_SIZES
+            for layout in LAYOUTS
+            for sym in (True, False)
+        ]
+    if name == "int8":
+        samples += [quantize_int8(w, g) for g in GROUP_SIZES]
+    return samples
+
+
+@pytest.mark.parametrize("name", list(FORMATS))
+@pytest.mark.parametrize("n,k", RAGGED)
+def test_format_row_declares_what_its_packer_produces(rng, name, n, k):
+    """Each row's declared arrays (dtype and shape from N, K and the group size) are what
+    its packer produced, the packed file's round trip gives the same weight back, the
+    uniform kernel call multiplies like the weight's dequantized values, and the GPU
+    repack's codes and scales give those values too."""
+    row = FORMATS[name]
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    x = rng.standard_normal((3, k)).astype(np.float32)
+    for p in format_samples(name, w):
+        assert format_of(p) is row
+        fields, arrays = row.stored(p)
+        specs = row.arrays(n, k, fields.get("group_size", 32))
+        assert set(specs) - set(arrays) <= row.optional_arrays <= set(specs)
+        for key, a in arrays.items():
+            assert (a.dtype, a.shape) == (np.dtype(specs[key][0]), specs[key][1]), key
+        back = row.from_stored(arrays, (n, k), fields)
+        assert format_of(back) is row
+        deq = p if name == "f32" else p.dequantize()
+        np.testing.assert_array_equal(deq, back if name == "f32" else back.dequantize())
+        ref = x @ deq.T
+        err = np.abs(row.kernel(p, 16)(x) - ref).max() / np.abs(ref).max()
+        assert err < (3e-2 if name == "ternary" else 2e-3), err  # ternary: int8 activations
+        if row.gpu_codes is None:
+            continue
+        codes, d, m, group = row.gpu_codes(p)
+        assert codes.dtype == np.uint8 and codes.shape == (n, k)
+        zero = {"int4": 8, "int8": 128, "ternary": 1}[name]
+        scale = np.repeat(d.reshape(n, -1), group or k, axis=1)[:, :k]
+        offset = -zero * scale if m is None else np.repeat(m, group, axis=1)[:, :k]
+        np.testing.assert_allclose(scale * codes + offset, deq, rtol=1e-6, atol=1e-6)
+
+
+def test_format_of_and_gguf_import_are_table_lookups():
+    assert {f.name for f in FORMATS.values()} == set(WEIGHT_FORMATS)
+    assert gguf_import(["Q4_0", "Q4_1"]) is FORMATS["int4"]
+    assert gguf_import(["Q8_0"]) is FORMATS["int8"]
+    assert gguf_import(["TQ2_0", "TQ1_0"]) is FORMATS["ternary"]
+    assert gguf_import(["Q4_0", "Q8_0"]) is None  # mixed: dequantized, the load's format
+    assert gguf_import(["F16"]) is None and gguf_import([]) is None
+    # Each GGUF type is imported by one row at most.
+    types = [t for f in FORMATS.values() for t in f.gguf_types]
+    assert len(types) == len(set(types))
+    with pytest.raises(TypeError, match="not a packed weight"):
+        format_of(object())

@@ -20,7 +20,7 @@ from lutlm.model.linear import (
     quantize_dense,
 )
 from lutlm.model_config import ModelConfig
-from lutlm.quant import TernaryWeight, int8_from_gguf_blocks
+from lutlm.quant import FORMATS, TernaryWeight
 
 # GGUF tensor names of one layer, and which are stacked into one weight.
 GGUF_LAYER = {
@@ -167,8 +167,9 @@ def _build(
 
     def head_weight() -> PackedWeight:
         kind, shape, data = f.tensor(head_name)
-        if head == "int8" and kind == "Q8_0":
-            return int8_from_gguf_blocks(data, shape)
+        row = FORMATS[head]
+        if kind in row.gguf_types and row.from_gguf is not None:  # held exactly (Q8_0 -> int8)
+            return row.from_gguf([(kind, shape, data)])
         return quantize_dense(embed_f32 if tied else f.float32(head_name), head)
 
     lm_head = Linear(head_weight(), act_bits=act_bits)

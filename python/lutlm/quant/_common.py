@@ -2,12 +2,50 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from lutlm import _C
 
 METHODS = ("auto", "lut", "mad")
 GROUP_SIZES = (32, 64, 128)
+
+# The packed layouts' dimensions (csrc/quant_types.h). lutlm._C exports the tile height and
+# the K alignment; the step geometry is mirrored here, once, and tests/test_quant.py checks
+# every format's declared shapes against what its packer produces.
+TILE_ROWS = _C.TILE_ROWS  # output rows per tile (kTileRows)
+K_ALIGN = _C.K_ALIGN  # K is padded to this, and to the group size (kKAlign)
+STEP_BYTES = 32  # bytes of one step of a tile (kStepBytes)
+TERNARY_STEP_K = 8  # k values one ternary step covers (kTernaryStepK)
+INT4_STEP_K = 4  # k values one INT4 step covers (kInt4StepK)
+
+
+# A packed array's dtype and shape.
+ArraySpec = tuple[type[np.generic], tuple[int, ...]]
+# One GGUF tensor as formats/gguf.py gives it: (ggml type name, shape (N, K), raw bytes).
+GGUFPart = tuple[str, tuple[int, ...], np.ndarray]
+
+
+class GpuCodes(NamedTuple):
+    """A weight as the GPU repack takes it (lutlm.kernels.pack_quant): unsigned codes and
+    per-group scales, w = d * c + m (or d * (c - zero) without m)."""
+
+    codes: np.ndarray  # uint8 [N, K]
+    d: np.ndarray  # float [N, G] (ternary: one scale per row, [N])
+    m: np.ndarray | None  # float [N, G] or None
+    group_size: int | None  # None: one group per row (ternary)
+
+
+def num_tiles(N: int) -> int:
+    """Tiles of TILE_ROWS rows that hold N output rows."""
+    return -(-N // TILE_ROWS)
+
+
+def padded_k(K: int, group_size: int = K_ALIGN) -> int:
+    """K padded to the kernels' alignment and to whole groups."""
+    align = max(K_ALIGN, group_size)
+    return -(-K // align) * align
 
 
 def as_matrix(w: np.ndarray, name: str = "w") -> np.ndarray:

@@ -9,19 +9,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from lutlm import _C
 from lutlm.quant._common import (
+    INT4_STEP_K,
+    STEP_BYTES,
+    TILE_ROWS,
+    ArraySpec,
+    GGUFPart,
+    GpuCodes,
     activations,
     as_matrix,
     check_group_size,
     check_method,
     gguf_block_rows,
     num_groups,
+    num_tiles,
     pack_group_scales,
     padded_groups,
+    padded_k,
     unpack_group_scales,
 )
 
@@ -31,6 +40,9 @@ _GGUF_BLOCK_BYTES = {"Q4_0": 18, "Q4_1": 20}
 # "planes": bit planes for the LUT kernels (and MAD, through a table decode).
 # "nibbles": decoded for the MAD kernels by a mask and a shift; no LUT form.
 LAYOUTS = ("planes", "nibbles")
+# Model INT4 layers use the nibble layout: MAD over it beats the LUT kernels over bit
+# planes at every batch size measured (bench/RESULTS.md, "INT4 layouts").
+MODEL_LAYOUT = "nibbles"
 
 
 def _pack_nibbles(q: np.ndarray, group_size: int) -> np.ndarray:
@@ -38,12 +50,12 @@ def _pack_nibbles(q: np.ndarray, group_size: int) -> np.ndarray:
     N, K = q.shape
     if q.size and int(q.max()) > 15:
         raise ValueError(f"q must hold INT4 codes 0..15, got {int(q.max())}")
-    NT, Kp = -(-N // 16), num_groups(K, group_size) * group_size
-    p = np.zeros((NT * 16, Kp), np.uint8)
+    NT, Kp = num_tiles(N), padded_k(K, group_size)
+    p = np.zeros((NT * TILE_ROWS, Kp), np.uint8)
     p[:N, :K] = q
-    p = p.reshape(NT, 16, Kp // 8, 2, 4)  # [tile, row, octet, half, i]
+    p = p.reshape(NT, TILE_ROWS, Kp // 8, 2, 4)  # [tile, row, octet, half, i]
     octets = (p[:, :, :, 0, :] | (p[:, :, :, 1, :] << 4)).transpose(0, 2, 1, 3)
-    return np.ascontiguousarray(octets).reshape(NT, Kp // 4, 32)
+    return np.ascontiguousarray(octets).reshape(NT, Kp // INT4_STEP_K, STEP_BYTES)
 
 
 @dataclass(frozen=True)
@@ -84,6 +96,40 @@ class Int4Weight:
             layout,
         )
 
+    @staticmethod
+    def array_specs(N: int, K: int, group_size: int) -> dict[str, ArraySpec]:
+        """Dtype and shape of each packed array (as csrc/bindings.cpp checks them); "m"
+        is absent from symmetric weights."""
+        NT, Kp = num_tiles(N), padded_k(K, group_size)
+        scales = (np.uint16, (NT, Kp // group_size, TILE_ROWS))
+        return {"codes": (np.uint8, (NT, Kp // INT4_STEP_K, STEP_BYTES)), "d": scales, "m": scales}
+
+    def stored(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """What a packed model file keeps: manifest fields and arrays by name."""
+        arrays = {"codes": self.codes, "d": self.d}
+        if self.m is not None:
+            arrays["m"] = self.m
+        return {"group_size": self.group_size, "layout": self.layout}, arrays
+
+    @classmethod
+    def from_stored(
+        cls, arrays: dict[str, np.ndarray], shape: tuple[int, int], fields: dict[str, Any]
+    ) -> Int4Weight:
+        """The weight of :meth:`stored`'s fields and arrays (already checked against
+        :meth:`array_specs`)."""
+        layout = fields["layout"]
+        if layout not in LAYOUTS:
+            raise ValueError(f"has layout {layout!r}, expected {LAYOUTS}")
+        m = arrays.get("m")
+        return cls(arrays["codes"], arrays["d"], m, shape, fields["group_size"], layout)
+
+    def gpu_codes(self) -> GpuCodes:
+        """Codes 0..15 [N, K] and scales and minimums [N, G]: w = d * c + m, or d * (c - 8)."""
+        N, K = self.shape
+        codes = _C.unpack_int4(self.codes, N, K, self.group_size, self.layout)
+        m = None if self.m is None else unpack_group_scales(self.m, N)
+        return GpuCodes(codes, unpack_group_scales(self.d, N), m, self.group_size)
+
     @property
     def nbytes(self) -> int:
         return int(self.codes.nbytes + self.d.nbytes + (0 if self.m is None else self.m.nbytes))
@@ -104,7 +150,8 @@ class Int4Weight:
 
     def kernel(self, act_bits: int = 8, method: str = "auto") -> Callable[[np.ndarray], np.ndarray]:
         """x [M, K] float32 (C-contiguous; the binding checks) -> y [M, N], with every
-        other argument bound once: the per-call path of model layers."""
+        other argument bound once: the per-call path of model layers (the signature every
+        weight format's kernel shares, quant.formats)."""
         args = (self.codes, self.d, self.m, *self.shape, self.group_size)
         tail = (check_method(method), act_bits, self.layout)
         gemm = _C.gemm_int4
@@ -196,3 +243,17 @@ def int4_from_gguf_blocks(
     """
     q, d, m = gguf_q4_arrays(blocks, shape, ggml_type)
     return Int4Weight.pack(q, d, m, 32, layout)
+
+
+def int4_from_gguf(parts: list[GGUFPart]) -> Int4Weight:
+    """GGUF Q4_0/Q4_1 tensors stacked along N (e.g. q, k, v), without loss, in the model
+    layout. A Q4_0 part among Q4_1 ones gets its minimum written out: m = -8 d."""
+    qs, ds, ms = [], [], []
+    for kind, shape, data in parts:
+        q, d, m = gguf_q4_arrays(data, shape, kind)
+        qs.append(q)
+        ds.append(d)
+        ms.append(-8.0 * d.astype(np.float32) if m is None else m)
+    any_min = any(kind == "Q4_1" for kind, _, _ in parts)
+    m_all = np.concatenate(ms).astype(np.float16) if any_min else None
+    return Int4Weight.pack(np.concatenate(qs), np.concatenate(ds), m_all, 32, MODEL_LAYOUT)

@@ -9,17 +9,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from lutlm import _C
 from lutlm.quant._common import (
+    TILE_ROWS,
+    ArraySpec,
+    GGUFPart,
+    GpuCodes,
     activations,
     as_matrix,
     check_group_size,
+    check_method,
     gguf_block_rows,
+    num_tiles,
     pack_group_scales,
     padded_groups,
+    padded_k,
     unpack_group_scales,
 )
 
@@ -47,17 +55,42 @@ class Int8Weight:
         if q.dtype != np.int8 and (q.min() < -128 or q.max() > 127):
             raise ValueError("INT8 codes must be in -128..127")
         N, K = q.shape
-        align = max(_C.K_ALIGN, group_size)
-        NT, Kp = -(-N // _C.TILE_ROWS), -(-K // align) * align
-        padded = np.zeros((NT * _C.TILE_ROWS, Kp), np.int8)
+        NT, Kp = num_tiles(N), padded_k(K, group_size)
+        padded = np.zeros((NT * TILE_ROWS, Kp), np.int8)
         padded[:N, :K] = q
-        codes = padded.reshape(NT, _C.TILE_ROWS, Kp // 4, 4).transpose(0, 2, 1, 3)
+        codes = padded.reshape(NT, TILE_ROWS, Kp // 4, 4).transpose(0, 2, 1, 3)
         return cls(
             np.ascontiguousarray(codes),
             pack_group_scales(d, N, K, group_size, "d"),
             (int(N), int(K)),
             group_size,
         )
+
+    @staticmethod
+    def array_specs(N: int, K: int, group_size: int) -> dict[str, ArraySpec]:
+        """Dtype and shape of each packed array (as csrc/bindings.cpp checks them)."""
+        NT, Kp = num_tiles(N), padded_k(K, group_size)
+        return {
+            "codes": (np.int8, (NT, Kp // 4, TILE_ROWS, 4)),
+            "d": (np.uint16, (NT, Kp // group_size, TILE_ROWS)),
+        }
+
+    def stored(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """What a packed model file keeps: manifest fields and arrays by name."""
+        return {"group_size": self.group_size}, {"codes": self.codes, "d": self.d}
+
+    @classmethod
+    def from_stored(
+        cls, arrays: dict[str, np.ndarray], shape: tuple[int, int], fields: dict[str, Any]
+    ) -> Int8Weight:
+        """The weight of :meth:`stored`'s fields and arrays (already checked against
+        :meth:`array_specs`)."""
+        return cls(arrays["codes"], arrays["d"], shape, fields["group_size"])
+
+    def gpu_codes(self) -> GpuCodes:
+        """Codes q + 128 [N, K] and scales [N, G]: w = d * (c - 128)."""
+        codes = (self.values().astype(np.int16) + 128).astype(np.uint8)
+        return GpuCodes(codes, unpack_group_scales(self.d, self.shape[0]), None, self.group_size)
 
     @property
     def nbytes(self) -> int:
@@ -67,16 +100,22 @@ class Int8Weight:
         """The codes q as int8 [N, K]."""
         N, K = self.shape
         NT, quads = self.codes.shape[:2]
-        return self.codes.transpose(0, 2, 1, 3).reshape(NT * _C.TILE_ROWS, quads * 4)[:N, :K]
+        return self.codes.transpose(0, 2, 1, 3).reshape(NT * TILE_ROWS, quads * 4)[:N, :K]
 
     def dequantize(self) -> np.ndarray:
         K = self.shape[1]
         d = np.repeat(unpack_group_scales(self.d, self.shape[0]), self.group_size, axis=1)
         return self.values().astype(np.float32) * d[:, :K]
 
-    def kernel(self, act_bits: int = 8) -> Callable[[np.ndarray], np.ndarray]:
+    def kernel(
+        self, act_bits: int = 8, method: str = "auto"
+    ) -> Callable[[np.ndarray], np.ndarray]:
         """x [M, K] float32 (C-contiguous; the binding checks) -> y [M, N], with every
-        other argument bound once: the per-call path of model layers."""
+        other argument bound once: the per-call path of model layers (the signature every
+        weight format's kernel shares, quant.formats). INT8 has only the MAD kernels: a
+        table per four activations cannot beat one multiply-add per 8-bit weight."""
+        if check_method(method) == "lut":
+            raise ValueError("INT8 weights have no LUT kernel; method must be 'auto' or 'mad'")
         args = (self.codes, self.d, *self.shape, self.group_size, act_bits)
         gemm = _C.gemm_int8
         return lambda x: gemm(x, *args)
@@ -135,3 +174,11 @@ def int8_from_gguf_blocks(blocks: np.ndarray, shape: tuple[int, int]) -> Int8Wei
     """
     q, d = gguf_q8_arrays(blocks, shape)
     return Int8Weight.pack(q, d, 32)
+
+
+def int8_from_gguf(parts: list[GGUFPart]) -> Int8Weight:
+    """GGUF Q8_0 tensors stacked along N (e.g. q, k, v), without loss."""
+    arrays = [gguf_q8_arrays(data, shape) for _, shape, data in parts]
+    return Int8Weight.pack(
+        np.concatenate([q for q, _ in arrays]), np.concatenate([d for _, d in arrays]), 32
+    )

@@ -4,11 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from lutlm import _C
-from lutlm.quant._common import activations, as_matrix, check_method, gguf_block_rows
+from lutlm.quant._common import (
+    STEP_BYTES,
+    TERNARY_STEP_K,
+    ArraySpec,
+    GGUFPart,
+    GpuCodes,
+    activations,
+    as_matrix,
+    check_method,
+    gguf_block_rows,
+    num_tiles,
+    padded_k,
+)
+from lutlm.quant.int4 import MODEL_LAYOUT, Int4Weight
 
 
 def ternarize(w: np.ndarray, per_row: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -48,6 +62,30 @@ class TernaryWeight:
         codes = _C.pack_ternary(t)
         return cls(codes, scales, (int(t.shape[0]), int(t.shape[1])))
 
+    @staticmethod
+    def array_specs(N: int, K: int, group_size: int = 0) -> dict[str, ArraySpec]:
+        """Dtype and shape of each packed array (as csrc/bindings.cpp checks them);
+        group_size is not used (one scale per row)."""
+        codes = (num_tiles(N), padded_k(K) // TERNARY_STEP_K, STEP_BYTES)
+        return {"codes": (np.uint8, codes), "scales": (np.float32, (N,))}
+
+    def stored(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """What a packed model file keeps: manifest fields and arrays by name."""
+        return {}, {"codes": self.codes, "scales": self.scales}
+
+    @classmethod
+    def from_stored(
+        cls, arrays: dict[str, np.ndarray], shape: tuple[int, int], fields: dict[str, Any]
+    ) -> TernaryWeight:
+        """The weight of :meth:`stored`'s arrays (already checked against
+        :meth:`array_specs`)."""
+        return cls(arrays["codes"], arrays["scales"], shape)
+
+    def gpu_codes(self) -> GpuCodes:
+        """Codes t + 1 in 0..2 [N, K] and the per-row scales: w = scale * (c - 1)."""
+        codes = (self.values().astype(np.int16) + 1).astype(np.uint8)
+        return GpuCodes(codes, self.scales, None, None)
+
     @property
     def nbytes(self) -> int:
         return int(self.codes.nbytes + self.scales.nbytes)
@@ -59,9 +97,13 @@ class TernaryWeight:
     def dequantize(self) -> np.ndarray:
         return self.values().astype(np.float32) * self.scales[:, None]
 
-    def kernel(self, method: str = "auto") -> Callable[[np.ndarray], np.ndarray]:
+    def kernel(
+        self, act_bits: int = 8, method: str = "auto"
+    ) -> Callable[[np.ndarray], np.ndarray]:
         """x [M, K] float32 (C-contiguous; the binding checks) -> y [M, N], with every
-        other argument bound once: the per-call path of model layers."""
+        other argument bound once: the per-call path of model layers (the signature every
+        weight format's kernel shares, quant.formats). act_bits does not apply: ternary
+        activations are int8 per row (MAD) or int8 tables (LUT)."""
         args = (self.codes, self.scales, *self.shape, check_method(method))
         gemm = _C.gemm_ternary
         return lambda x: gemm(x, *args)
@@ -69,7 +111,7 @@ class TernaryWeight:
     def matmul(self, x: np.ndarray, method: str = "auto") -> np.ndarray:
         """y = x @ W.T for x [M, K] (or [K]); method 'auto', 'lut' or 'mad'."""
         xm, vector = activations(x, self.shape[1])
-        y = self.kernel(method)(xm)
+        y = self.kernel(method=method)(xm)
         return y[0] if vector else y
 
 
@@ -118,3 +160,20 @@ def gguf_tq_arrays(
         )
     return np.ascontiguousarray(c.reshape(N, K)), d
 
+
+def ternary_from_gguf(parts: list[GGUFPart]) -> TernaryWeight | Int4Weight:
+    """GGUF TQ1_0/TQ2_0 tensors stacked along N, without loss.
+
+    TQ stores w = d * (c - 1) with one fp16 d per 256 weights. When every row has a
+    single d (BitNet conversions: one scale per tensor) and codes 0..2, this is a
+    TernaryWeight with per-row scales d. Otherwise (llama.cpp's quantizer gives each
+    block its own d; TQ2_0 may hold code 3, w = 2d) no per-row scale fits, so the
+    weight becomes symmetric INT4 in groups of 128, d repeated per half block:
+    d * (q - 8) with q = c + 7 is the same value exactly, at about twice the bytes.
+    """
+    arrays = [gguf_tq_arrays(data, shape, kind) for kind, shape, data in parts]
+    c = np.concatenate([c for c, _ in arrays])
+    d = np.concatenate([d for _, d in arrays])
+    if (d == d[:, :1]).all() and c.max() <= 2:
+        return TernaryWeight.pack(c.view(np.int8) - 1, d[:, 0].astype(np.float32))
+    return Int4Weight.pack(c + 7, np.repeat(d, 2, axis=1), None, 128, MODEL_LAYOUT)
