@@ -51,6 +51,23 @@ void write_kv_cache(const float* k, const float* v, const int32_t* slots, int64_
   }
 }
 
+void qkv_rope_cache(const float* qkv, int64_t T, int64_t n_heads, int64_t n_kv_heads,
+                    int64_t head_dim, const int64_t* positions, const float* inv_freq,
+                    bool interleaved, const int32_t* slots, uint16_t* k_cache,
+                    uint16_t* v_cache, float* q) {
+  const int64_t qs = n_heads * head_dim, kvs = n_kv_heads * head_dim, width = qs + 2 * kvs;
+  std::vector<float> k((size_t)T * kvs), v((size_t)T * kvs);
+  const float* src = qkv;
+  for (int64_t t = 0; t < T; ++t, src += width) {
+    std::copy(src, src + qs, q + t * qs);
+    std::copy(src + qs, src + qs + kvs, k.data() + t * kvs);
+    std::copy(src + qs + kvs, src + width, v.data() + t * kvs);
+  }
+  rope(q, positions, inv_freq, T, n_heads, head_dim, interleaved);
+  rope(k.data(), positions, inv_freq, T, n_kv_heads, head_dim, interleaved);
+  write_kv_cache(k.data(), v.data(), slots, T, kvs, k_cache, v_cache);
+}
+
 void paged_attention(const AttentionArgs& a, float* out) {
   const IsaKernels& kern = active_kernels();
   const int group = a.n_heads / a.n_kv_heads, hd = a.head_dim, bs = a.block_size;

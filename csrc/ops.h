@@ -1,11 +1,18 @@
 // Whole-matrix operations behind the Python bindings. Arguments are validated in
-// bindings.cpp; these functions trust their shapes and never throw.
+// the bind_*.cpp files; these functions trust their shapes. Their only exceptions are
+// std::bad_alloc and the std::invalid_argument of a bad LUTLM_ISA or LUTLM_NUM_THREADS
+// (cpu_features.h, thread_pool.h), which pybind11 turns into MemoryError and ValueError.
 #pragma once
 #include <cstdint>
 
 namespace lutlm {
 
 // --- packing (pack.cpp) ---------------------------------------------------------
+// Bit planes feed the LUT kernels; nibbles (quant_types.h) decode for the MAD kernels
+// with a mask and a shift, which makes MAD the faster method at every batch size on
+// CPUs with int8 dot products (bench/RESULTS.md).
+enum class Int4Layout { kPlanes, kNibbles };
+
 // w: int8 [N, K] in {-1,0,1} -> codes [ceil(N/16)][Kp/8][32]; returns false on a bad value.
 bool pack_ternary(const int8_t* w, int64_t N, int64_t K, int64_t Kp, uint8_t* codes);
 // q: uint8 [N, K] in 0..15 -> codes [ceil(N/16)][Kp/4][32]; returns false on a bad value.
@@ -17,6 +24,11 @@ void pack_group_scales(const uint16_t* s, int64_t N, int64_t G, uint16_t* out);
 // wq[k/4][16][4] (kernels.h): ternary values in {-1,0,1}, INT4 codes q in 0..15.
 void decode_ternary_tile(const uint8_t* codes, int steps, int8_t* wq);
 void decode_int4_tile(const uint8_t* codes, int steps, uint8_t* wq);
+// The inverses of packing: codes -> w int8 [N, K] in {-1,0,1}, or q uint8 [N, K] in
+// 0..15 from either INT4 layout (padding rows and columns dropped).
+void unpack_ternary(const uint8_t* codes, int64_t N, int64_t K, int64_t Kp, int8_t* w);
+void unpack_int4(const uint8_t* codes, int64_t N, int64_t K, int64_t Kp, Int4Layout layout,
+                 uint8_t* q);
 
 // --- GEMM (gemm.cpp): y[M, N] = x[M, K] . W^T ----------------------------------
 enum class Method { kAuto, kLut, kMad };
@@ -26,11 +38,6 @@ struct TernaryWeights {
   const float* scales;  // [Np] per output row
   int64_t N, K, Kp;
 };
-
-// Bit planes feed the LUT kernels; nibbles (quant_types.h) decode for the MAD kernels
-// with a mask and a shift, which makes MAD the faster method at every batch size on
-// CPUs with int8 dot products (bench/RESULTS.md).
-enum class Int4Layout { kPlanes, kNibbles };
 
 struct Int4Weights {
   const uint8_t* codes;
@@ -99,6 +106,13 @@ struct AttentionArgs {
 // offset); a negative slot skips its token.
 void write_kv_cache(const float* k, const float* v, const int32_t* slots, int64_t T,
                     int64_t row, uint16_t* k_cache, uint16_t* v_cache);
+// The attention input of a layer from its fused projection qkv [T, (n_heads + 2
+// n_kv_heads) * head_dim] = [q | k | v]: q [T, n_heads, head_dim] and k with RoPE applied
+// (rope() above), k and v stored at their cache slots as write_kv_cache does.
+void qkv_rope_cache(const float* qkv, int64_t T, int64_t n_heads, int64_t n_kv_heads,
+                    int64_t head_dim, const int64_t* positions, const float* inv_freq,
+                    bool interleaved, const int32_t* slots, uint16_t* k_cache,
+                    uint16_t* v_cache, float* q);
 // out [T, n_heads, head_dim] = causal softmax(q k^T * scale) v over the paged cache.
 void paged_attention(const AttentionArgs& args, float* out);
 

@@ -2,7 +2,9 @@
 // int8 for the dot-product (MAD) kernels. Packing runs once per weight, at load.
 #include <array>
 #include <cstring>
+#include <vector>
 
+#include "kernels.h"
 #include "ops.h"
 #include "quant_types.h"
 #include "thread_pool.h"
@@ -58,6 +60,14 @@ const TernaryDecodeTables& tern_tables() {
 const Int4DecodeTables& int4_tables() {
   static const Int4DecodeTables t;
   return t;
+}
+
+// Tile t decoded in quad layout [k/4][16][4] -> rows of the row-major out[N, K].
+template <typename T>
+void unquad(const T* tile, int64_t t, int64_t N, int64_t K, T* out) {
+  for (int r = 0; r < kTileRows && t * kTileRows + r < N; ++r)
+    for (int64_t k = 0; k < K; ++k)
+      out[(t * kTileRows + r) * K + k] = tile[(k / 4) * kTileRows * 4 + r * 4 + k % 4];
 }
 
 }  // namespace
@@ -141,6 +151,29 @@ void decode_int4_tile(const uint8_t* codes, int steps, uint8_t* wq) {
       const uint32_t v = T.first[c[r]] | T.second[c[16 + r]];
       std::memcpy(wq + 4 * r, &v, 4);
     }
+  }
+}
+
+void unpack_ternary(const uint8_t* codes, int64_t N, int64_t K, int64_t Kp, int8_t* w) {
+  const int64_t NT = (N + kTileRows - 1) / kTileRows, steps = Kp / kTernaryStepK;
+  std::vector<int8_t> tile((size_t)kTileRows * Kp);
+  for (int64_t t = 0; t < NT; ++t) {
+    decode_ternary_tile(codes + t * steps * kStepBytes, (int)steps, tile.data());
+    unquad(tile.data(), t, N, K, w);
+  }
+}
+
+void unpack_int4(const uint8_t* codes, int64_t N, int64_t K, int64_t Kp, Int4Layout layout,
+                 uint8_t* q) {
+  const int64_t NT = (N + kTileRows - 1) / kTileRows, steps = Kp / kInt4StepK;
+  std::vector<uint8_t> tile((size_t)kTileRows * Kp);
+  for (int64_t t = 0; t < NT; ++t) {
+    const uint8_t* c = codes + t * steps * kStepBytes;
+    if (layout == Int4Layout::kNibbles)
+      unpack_nibble_octets(c, (int)(Kp / 8), tile.data());
+    else
+      decode_int4_tile(c, (int)steps, tile.data());
+    unquad(tile.data(), t, N, K, q);
   }
 }
 
