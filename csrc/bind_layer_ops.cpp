@@ -10,7 +10,10 @@ void bind_layer_ops(py::module_& mod) {
     py::array_t<float> x = activations(x_obj, D);
     const int64_t T = x.shape(0);
     py::array_t<float> y({T, D});
-    rms_norm(x.data(), w.data(), T, D, eps, y.mutable_data());
+    {
+      py::gil_scoped_release nogil;
+      rms_norm(x.data(), w.data(), T, D, eps, y.mutable_data());
+    }
     return y;
   }, py::arg("x"), py::arg("w"), py::arg("eps"), "RMSNorm of each row of x [T, D].");
 
@@ -24,7 +27,10 @@ void bind_layer_ops(py::module_& mod) {
     if (d.shape(0) != h.shape(0)) fail("delta and h must have the same number of rows");
     const int64_t T = h.shape(0);
     py::array_t<float> y({T, D});
-    add_rms_norm(h.mutable_data(), d.data(), w.data(), T, D, eps, y.mutable_data());
+    {
+      py::gil_scoped_release nogil;
+      add_rms_norm(h.mutable_data(), d.data(), w.data(), T, D, eps, y.mutable_data());
+    }
     return y;
   }, py::arg("h"), py::arg("delta"), py::arg("w"), py::arg("eps"),
      "h += delta in place; returns RMSNorm(h).");
@@ -37,6 +43,7 @@ void bind_layer_ops(py::module_& mod) {
     check_rope_head_dim(d);
     auto pos = require<int64_t>(pos_obj, "positions", "int64", {T});
     auto inv = require<float>(f_obj, "inv_freq", "float32", {d / 2});
+    py::gil_scoped_release nogil;
     rope(x.mutable_data(), pos.data(), inv.data(), T, H, d, interleaved);
   }, py::arg("x"), py::arg("positions"), py::arg("inv_freq"), py::arg("interleaved"),
      "Rotary position embedding of x [T, heads, head_dim], in place.");
@@ -48,7 +55,10 @@ void bind_layer_ops(py::module_& mod) {
     py::array_t<float> gu = activations(gu_obj, 2 * F);
     const int64_t T = gu.shape(0);
     py::array_t<float> out({T, F});
-    gated_act(gu.data(), T, F, relu2, out.mutable_data());
+    {
+      py::gil_scoped_release nogil;
+      gated_act(gu.data(), T, F, relu2, out.mutable_data());
+    }
     return out;
   }, py::arg("gu"), py::arg("relu2") = false, "act(gate) * up for gu = [gate | up].");
 }

@@ -46,7 +46,10 @@ void bind_pack(py::module_& mod) {
     py::array_t<uint16_t> out({num_tiles(N), G, (int64_t)kTileRows});
     const uint16_t* src = s.data();
     uint16_t* dst = out.mutable_data();
-    pack_group_scales(src, N, G, dst);
+    {
+      py::gil_scoped_release nogil;
+      pack_group_scales(src, N, G, dst);
+    }
     return out;
   }, py::arg("scales"), py::arg("K"), py::arg("group_size"));
 
@@ -58,7 +61,10 @@ void bind_pack(py::module_& mod) {
     py::array_t<int8_t> w({N, K});
     const uint8_t* c = codes.data();
     int8_t* dst = w.mutable_data();
-    unpack_ternary(c, N, K, Kp, dst);
+    {
+      py::gil_scoped_release nogil;
+      unpack_ternary(c, N, K, Kp, dst);
+    }
     return w;
   }, py::arg("codes"), py::arg("N"), py::arg("K"));
 
@@ -73,7 +79,10 @@ void bind_pack(py::module_& mod) {
     py::array_t<uint8_t> q({N, K});
     const uint8_t* c = codes.data();
     uint8_t* dst = q.mutable_data();
-    unpack_int4(c, N, K, Kp, lay, dst);
+    {
+      py::gil_scoped_release nogil;
+      unpack_int4(c, N, K, Kp, lay, dst);
+    }
     return q;
   }, py::arg("codes"), py::arg("N"), py::arg("K"), py::arg("group_size"),
      py::arg("layout") = "planes");

@@ -30,6 +30,9 @@ void bind_runtime(py::module_& mod) {
   mod.def("get_isa", [] { return std::string(active_kernels().name); });
   mod.def("set_num_threads", [](int n) {
     if (n < 1) fail("num_threads must be >= 1, got " + std::to_string(n));
+    // Resizing waits for a kernel call in another thread to finish, then joins and
+    // starts workers: not with the GIL held.
+    py::gil_scoped_release nogil;
     // instance(n): a first call sets the count without reading LUTLM_NUM_THREADS.
     ThreadPool::instance(n).set_num_threads(n);
   }, py::arg("n"));

@@ -1,5 +1,10 @@
 """The fused per-token layer operations against numpy."""
 
+import hashlib
+import sys
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -84,3 +89,64 @@ def test_qkv_rope_cache_is_split_rope_and_cache_write(rng, interleaved):
         _C.qkv_rope_cache(qkv, pos, inv, interleaved, slots, kc, vc, 3)
     with pytest.raises(ValueError, match="outside the cache of 20 slots"):
         _C.qkv_rope_cache(qkv, pos, inv, interleaved, slots + 20, kc, vc, H)
+
+
+def _main_thread_share(call, seconds=0.3):
+    """The fraction of the time the main thread ran Python while another thread made
+    `call` over and over: the main thread spins and adds up the gaps between consecutive
+    iterations shorter than `blocked` (an iteration takes well under a microsecond)."""
+    switch, blocked = 1e-4, 5e-5
+    done = threading.Event()
+
+    def worker():
+        try:
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                call()
+        finally:
+            done.set()
+
+    old_switch = sys.getswitchinterval()
+    sys.setswitchinterval(switch)
+    try:
+        thread = threading.Thread(target=worker)
+        start = last = time.perf_counter()
+        thread.start()
+        running = 0.0
+        while not done.is_set():
+            now = time.perf_counter()
+            if now - last < blocked:
+                running += now - last
+            last = now
+        wall = time.perf_counter() - start
+        thread.join()
+    finally:
+        sys.setswitchinterval(old_switch)
+    return running / wall
+
+
+@pytest.mark.parametrize("op", ["rms_norm", "add_rms_norm", "rope"])
+def test_layer_ops_release_the_gil(op):
+    """Another thread keeps running Python while one is inside the op.
+
+    Compared with hashing a large buffer, which keeps a core busy without the GIL
+    (hashlib releases it), so that the load of the machine cancels out. An op that held
+    the GIL through each call (~15-90 ms here) would let the main thread run only for a
+    couple of switch intervals per call: a few percent of the time."""
+    x = np.ones((4096, 4096), np.float32)
+    w = np.ones(4096, np.float32)
+    positions = np.arange(16384, dtype=np.int64)
+    inv_freq = np.full(512, 1e-3, np.float32)
+    call = {
+        "rms_norm": lambda: _C.rms_norm(x, w, 1e-5),
+        "add_rms_norm": lambda: _C.add_rms_norm(x, x, w, 1e-5),
+        # head_dim 1024: the cos/sin of every (token, pair) dominate the call.
+        "rope": lambda: _C.rope(x.reshape(16384, 1, 1024), positions, inv_freq, False),
+    }[op]
+    call()  # the output's first page faults, outside the measurement
+    data = x.tobytes()
+    baseline = _main_thread_share(lambda: hashlib.sha256(data).digest())
+    share = _main_thread_share(call)
+    assert share > 0.5 * baseline, (
+        f"beside {op} the main thread ran {share:.0%} of the time, beside sha256 {baseline:.0%}"
+    )
