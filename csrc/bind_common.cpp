@@ -90,6 +90,9 @@ void check_cache(const py::array& k, const py::array& v) {
          shape_str(k));
   if (v.ndim() != 4 || shape_str(k) != shape_str(v))
     fail("v_cache has shape " + shape_str(v) + ", expected k_cache's " + shape_str(k));
+  // The kernels divide by both (a zero was a SIGFPE that killed the process).
+  if (k.shape(1) < 1 || k.shape(2) < 1)
+    fail("k_cache needs a block_size and n_kv_heads of at least 1, got " + shape_str(k));
 }
 
 void check_slots(const int32_t* slots, int64_t T, int64_t num_slots) {

@@ -69,7 +69,8 @@ inline int64_t num_tiles(int64_t N) { return (N + kTileRows - 1) / kTileRows; }
 const uint16_t* half_data(const py::array& a, const char* name, bool writable);
 uint16_t* writable_half(const py::array& a, const char* name);
 
-// k_cache and v_cache: 4-D [num_blocks, block_size, n_kv_heads, head_dim], same shape.
+// k_cache and v_cache: 4-D [num_blocks, block_size, n_kv_heads, head_dim], same shape,
+// with at least one slot per block and one kv head.
 void check_cache(const py::array& k, const py::array& v);
 // Every slot below num_slots (negative slots are skipped by the kernels).
 void check_slots(const int32_t* slots, int64_t T, int64_t num_slots);

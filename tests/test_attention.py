@@ -144,6 +144,27 @@ def test_attention_input_errors(rng):
         )
 
 
+@pytest.mark.parametrize("shape", [(4, 16, 0, 64), (4, 0, 2, 64)])
+def test_cache_without_kv_heads_or_slots_is_an_error(shape):
+    """Both are divisors in the kernels: a zero was a SIGFPE that killed the process."""
+    cache = np.zeros(shape, np.float16)
+    q = np.zeros((1, 2, 64), np.float32)
+    one, cu = np.array([1], np.int32), np.array([0, 1], np.int32)
+    with pytest.raises(ValueError, match="at least 1"):
+        _C.paged_attention(q, cache, cache, np.zeros((1, 1), np.int32), one, cu, 1.0)
+    with pytest.raises(ValueError, match="at least 1"):
+        _C.qkv_rope_cache(
+            np.zeros((1, 2 * 64), np.float32),
+            np.zeros(1, np.int64),
+            np.ones(32, np.float32),
+            False,
+            np.zeros(1, np.int32),
+            cache,
+            cache,
+            2,
+        )
+
+
 def test_long_prefill_in_many_tasks_and_every_isa_agrees(rng):
     """A 150-token prefill splits into query chunks (several tasks per kv head); the
     result matches the reference and every ISA gives the scalar path's bits (exp, the
