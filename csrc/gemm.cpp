@@ -305,7 +305,7 @@ void gemm_int4(const float* x, int64_t M, const Int4Weights& w, Method method, i
     return a;
   };
 
-  // The nibble layout has no LUT form (bindings.cpp refuses method "lut" for it).
+  // The nibble layout has no LUT form (bind_gemm.cpp refuses method "lut" for it).
   if (w.layout == Int4Layout::kPlanes && resolve_method(method, M, true) == Method::kLut) {
     const int64_t per_task = tiles_per_task(NT, tile_bytes);
     const int num_tasks = (int)((NT + per_task - 1) / per_task);
