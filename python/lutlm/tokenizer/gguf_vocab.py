@@ -114,7 +114,8 @@ def read_gguf_metadata(path: Path) -> dict[str, Any]:
     """The `tokenizer.*` metadata of a GGUF file, as Python values."""
     if not path.is_file():
         raise ValueError(f"{path}: no such GGUF file")
-    from gguf import GGUFValueType  # the loader's dependency too; import when used
+    # Imported when used: they load the gguf package, which HF directories do not need.
+    from gguf import GGUFValueType
 
     from lutlm.formats.gguf import open_gguf
 
