@@ -140,11 +140,11 @@ def bench_lutlm(path: Path, threads: int, prompt: list[int], decode: int) -> dic
     best = 0.0
     for _ in range(2):
         eng = LLMEngine(model, [], num_blocks=(len(prompt) + decode) // 16 + 2)
-        rid = eng.add_request(
+        eng.add_request(
             prompt, SamplingParams(max_tokens=decode + 1, temperature=0, ignore_eos=True)
         )
-        while not eng.requests[rid].output_ids:
-            eng.step()
+        while not any(o.new_token_ids for o in eng.step()):
+            pass
         t1 = time.perf_counter()
         while eng.has_unfinished():
             eng.step()

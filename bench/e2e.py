@@ -39,13 +39,14 @@ def bench_lutlm(
             prompt, SamplingParams(max_tokens=decode + 1, temperature=0, ignore_eos=True)
         )
         t0 = time.perf_counter()
-        while not engine.requests[rid].output_ids:  # the prompt, in chunks, and token 1
-            engine.step()
+        while not any(o.new_token_ids for o in engine.step()):  # the prompt, then token 1
+            pass
         t1 = time.perf_counter()
         while engine.has_unfinished():
             engine.step()
         t2 = time.perf_counter()
-        assert len(engine.requests[rid].output_ids) == decode + 1
+        (out,) = engine.pop_finished()
+        assert out.request_id == rid and len(out.token_ids) == decode + 1
         best_pre = max(best_pre, len(prompt) / (t1 - t0))
         best_dec = max(best_dec, decode / (t2 - t1))
     return best_pre, best_dec

@@ -252,8 +252,9 @@ def decode_tok_s(model, prompt: list[int], decode: int, batch: int) -> float:
         eng = LLMEngine(model, [], num_blocks=blocks, max_num_seqs=batch)
         params = SamplingParams(max_tokens=decode + 1, temperature=0, ignore_eos=True)
         rids = [eng.add_request(prompt, params) for _ in range(batch)]
-        while not all(eng.requests[r].output_ids for r in rids):
-            eng.step()
+        started: set[str] = set()
+        while len(started) < len(rids):  # every prompt prefilled, its first token out
+            started |= {o.request_id for o in eng.step() if o.new_token_ids}
         if DEVICE == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()

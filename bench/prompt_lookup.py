@@ -84,13 +84,15 @@ def timed_decode(llm: LLM, ids: list[int], params: SamplingParams) -> tuple[list
     """Greedy tokens and the seconds of the decode phase (after the first token)."""
     eng = llm.engine
     rid = eng.add_request(ids, params)
-    req = eng.requests[rid]
-    while not req.output_ids:
-        eng.step()
+    while not any(o.new_token_ids for o in eng.step()):
+        pass
     t0 = time.perf_counter()
     while eng.has_unfinished():
         eng.step()
-    return eng.requests.pop(rid).output_ids, time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    (out,) = eng.pop_finished()
+    assert out.request_id == rid
+    return out.token_ids, seconds
 
 
 def step_cost(llm: LLM, context: int = 300, sizes=(1, 2, 3, 5, 9, 17), repeat: int = 9) -> None:

@@ -298,7 +298,7 @@ def test_stopped_answer_is_aborted_and_its_blocks_freed():
     out = InterruptAfter(5)
     new, stopped = stream(llm, ids, SamplingParams(max_tokens=1000, temperature=0), out)
     assert stopped and 5 <= len(new) < 50 and out.text.endswith("\n")
-    assert not llm.engine.requests and not llm.engine.has_unfinished()
+    assert llm.engine.num_requests == 0 and not llm.engine.has_unfinished()
     assert llm.engine.blocks.num_free_blocks == free
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
     # The engine serves the next prompt as if nothing happened.

@@ -3,6 +3,7 @@
 import pytest
 
 from lutlm.engine.engine import LLMEngine
+from lutlm.engine.errors import InvalidRequest
 from lutlm.engine.sampling_params import SamplingParams
 from lutlm.model import load_model
 
@@ -25,11 +26,12 @@ def model16():
 
 def run(engine, prompts, params):
     rids = [engine.add_request(p, params) for p in prompts]
-    steps = 0
+    steps, done = 0, {}
     while engine.has_unfinished():
         engine.step()
         steps += 1
-    return [engine.requests.pop(r).output_ids for r in rids], steps
+        done.update((o.request_id, o) for o in engine.pop_finished())
+    return [done[r].token_ids for r in rids], steps
 
 
 def test_greedy_matches_transformers(model16):
@@ -93,11 +95,12 @@ def test_seeded_sampling_is_reproducible(model16):
 def test_context_limit_abort_and_stops(model16):
     engine = LLMEngine(model16, [2], num_blocks=64, max_model_len=32)
     with pytest.raises(
-        ValueError,
-        match=r"prompt \(9 tokens\) \+ max_tokens \(30\) = 39 "
-        r"exceeds the model's context of 32",
-    ):
+        InvalidRequest,
+        match=r"maximum context length is 32 tokens\. However, you requested 39 tokens "
+        r"\(9 in the prompt, 30 for the completion\)",
+    ) as e:
         engine.add_request(PROMPTS[0], SamplingParams(max_tokens=30))
+    assert (e.value.param, e.value.code) == ("max_tokens", "context_length_exceeded")
     with pytest.raises(ValueError, match="prompt is empty"):
         engine.add_request([], SamplingParams())
     rid = engine.add_request(PROMPTS[0], SamplingParams(max_tokens=20, temperature=0))
@@ -125,10 +128,11 @@ def test_prefix_cache_hits_and_chunked_prefill_give_the_cold_tokens(model16):
     engine = LLMEngine(model16, [2], num_blocks=64)
     run(engine, [prompt[:50] + [9, 9, 9]], params)  # caches 3 full blocks of the prefix
     rid = engine.add_request(prompt, params)
+    hit = None
     while engine.has_unfinished():
         engine.step()
-    hit = engine.requests.pop(rid)
-    assert hit.num_cached_tokens == 48 and hit.output_ids == cold[0]
+        hit = next((o for o in engine.pop_finished() if o.request_id == rid), hit)
+    assert hit.num_cached_tokens == 48 and hit.token_ids == cold[0]
     chunked, _ = run(
         LLMEngine(model16, [2], num_blocks=64, max_num_batched_tokens=7), [prompt], params
     )

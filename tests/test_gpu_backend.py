@@ -238,9 +238,11 @@ def test_engine_greedy_tokens_match_cpu():
     for model in (tiny_decoder(0), GpuDecoder(tiny_decoder(0), DEVICE)):
         engine = LLMEngine(model, [0], num_blocks=16)
         rids = [engine.add_request(p, params) for p in prompts]
+        done = {}
         while engine.has_unfinished():
             engine.step()
-        outs.append([engine.requests.pop(r).output_ids for r in rids])
+            done.update((o.request_id, o) for o in engine.pop_finished())
+        outs.append([done[r].token_ids for r in rids])
     assert outs[0] == outs[1]
 
 

@@ -8,8 +8,8 @@ tokens must have the same distribution, and no KV block may leak or be read stal
 import numpy as np
 import pytest
 
+from lutlm.engine.drafting import LookupState, propose
 from lutlm.engine.engine import LLMEngine
-from lutlm.engine.prompt_lookup import LookupState, propose
 from lutlm.engine.sampling_params import SamplingParams
 
 from .model_assets import smollm2_path
@@ -41,11 +41,13 @@ def check_blocks(eng: LLMEngine) -> None:
 def run(eng: LLMEngine, prompts, ps, check=False):
     ps = ps if isinstance(ps, list) else [ps] * len(prompts)
     rids = [eng.add_request(p, sp) for p, sp in zip(prompts, ps, strict=True)]
+    done = {}
     while eng.has_unfinished():
         eng.step()
+        done.update((o.request_id, o) for o in eng.pop_finished())
         if check:
             check_blocks(eng)
-    reqs = [eng.requests.pop(r) for r in rids]
+    reqs = [done[r] for r in rids]
     assert eng.blocks.num_free_blocks == eng.blocks.num_blocks  # nothing leaked
     return reqs
 
@@ -160,10 +162,10 @@ def test_greedy_tokens_and_logprobs_are_those_of_plain_decoding(model):
     eng = LLMEngine(model, [], num_blocks=256, block_size=4, max_num_seqs=8)
     drafted = run(eng, prompts, params(8, logprobs=3), check=True)
     for a, b in zip(plain, drafted, strict=True):
-        assert a.output_ids == b.output_ids
+        assert a.token_ids == b.token_ids
         # Bit-identical logprobs: the verification rows saw the same K/V as plain
         # decoding (no stale slot of a rejected draft was read).
-        assert a.logprobs == b.logprobs
+        assert a.outputs[0].logprobs == b.outputs[0].logprobs
     # Both outcomes happened, so the comparison covered acceptance and rollback.
     assert 0 < eng.num_accepted_tokens < eng.num_draft_tokens
 
@@ -176,7 +178,7 @@ def test_penalties_count_the_drafts_before_each_row(model):
     plain = run(LLMEngine(model, [], num_blocks=256, block_size=4), prompts, params(0, **pen))
     eng = LLMEngine(model, [], num_blocks=256, block_size=4)
     drafted = run(eng, prompts, params(8, **pen))
-    assert [r.output_ids for r in drafted] == [r.output_ids for r in plain]
+    assert [r.token_ids for r in drafted] == [r.token_ids for r in plain]
     assert eng.num_accepted_tokens > 0
 
 
@@ -191,17 +193,17 @@ def test_mixed_batch_forks_prefix_cache_and_stop_conditions(model):
     for _ in range(2):
         got = run(eng, prompts, mixed, check=True)
         for a, b, sp in zip(ref, got, mixed, strict=True):
-            assert [s.output_ids for s in a.sequences] == [s.output_ids for s in b.sequences]
-            assert all(len(s.output_ids) == sp.max_tokens for s in b.sequences)
+            assert [s.token_ids for s in a.outputs] == [s.token_ids for s in b.outputs]
+            assert all(len(s.token_ids) == sp.max_tokens for s in b.outputs)
     assert eng.blocks.hits > 0 and eng.num_accepted_tokens > 0
     # An EOS or stop token inside an accepted run ends the sequence right there.
-    tokens = ref[0].output_ids
+    tokens = ref[0].token_ids
     stop = tokens[len(tokens) // 2]
     want = tokens[: tokens.index(stop) + 1]
     for eos, sp in (([stop], params(8, ignore_eos=False)), ([], params(8, stop_token_ids=[stop]))):
         eng = LLMEngine(model, eos, num_blocks=256, block_size=4)
         (req,) = run(eng, prompts[:1], sp)
-        assert req.output_ids == want and req.finish_reason == "stop"
+        assert req.token_ids == want and req.finish_reason == "stop"
 
 
 def test_scarce_blocks_drop_drafts_before_preempting(model):
@@ -209,7 +211,7 @@ def test_scarce_blocks_drop_drafts_before_preempting(model):
     ref = run(LLMEngine(model, [], num_blocks=256, block_size=4), prompts, params(0))
     eng = LLMEngine(model, [], num_blocks=40, block_size=4, max_num_seqs=6)
     got = run(eng, prompts, params(16), check=True)
-    assert [r.output_ids for r in got] == [r.output_ids for r in ref]
+    assert [r.token_ids for r in got] == [r.token_ids for r in ref]
 
 
 def test_sampling_keeps_the_distribution(model):
@@ -219,7 +221,7 @@ def test_sampling_keeps_the_distribution(model):
     prompt = repetitive_prompts(3, 2)[1]
     # Greedy continuation first, so that the drafter has something to copy.
     (greedy,) = run(LLMEngine(model, [], num_blocks=64, block_size=4), [prompt], params(0))
-    prompt = prompt + greedy.output_ids[:8] + prompt
+    prompt = prompt + greedy.token_ids[:8] + prompt
     counts = []
     for k in (0, 4):
         eng = LLMEngine(
@@ -227,7 +229,7 @@ def test_sampling_keeps_the_distribution(model):
         )
         sp = [params(k, temperature=1.3, max_tokens=4, seed=s) for s in range(1500)]
         reqs = run(eng, [prompt] * len(sp), sp)
-        out = np.array([r.output_ids for r in reqs])
+        out = np.array([r.token_ids for r in reqs])
         counts.append([np.bincount(out[:, j], minlength=VOCAB) for j in (1, 2, 3)])
         if k:
             assert 0 < eng.num_accepted_tokens < eng.num_draft_tokens

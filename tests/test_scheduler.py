@@ -9,6 +9,7 @@ import pytest
 
 from lutlm.engine.block_manager import BlockManager
 from lutlm.engine.engine import LLMEngine
+from lutlm.engine.outputs import RequestOutput
 from lutlm.engine.sampling_params import SamplingParams
 from lutlm.model import ForwardBatch, KVCache
 
@@ -31,18 +32,19 @@ def engine(model, num_blocks=64, **kw) -> LLMEngine:
     return LLMEngine(model, [], num_blocks=num_blocks, block_size=4, **kw)
 
 
-def drain(eng: LLMEngine) -> int:
-    steps = 0
+def drain(eng: LLMEngine) -> dict[str, RequestOutput]:
+    """Step until every request is done; their outputs by request id."""
+    done: dict[str, RequestOutput] = {}
     while eng.has_unfinished():
         eng.step()
-        steps += 1
-    return steps
+        done.update((o.request_id, o) for o in eng.pop_finished())
+    return done
 
 
 def run(eng: LLMEngine, ps, params=GREEDY) -> list[list[int]]:
     rids = [eng.add_request(p, params) for p in ps]
-    drain(eng)
-    return [eng.requests.pop(r).output_ids for r in rids]
+    done = drain(eng)
+    return [done[r].token_ids for r in rids]
 
 
 def alone(model, ps, params=GREEDY) -> list[list[int]]:
@@ -96,11 +98,12 @@ def test_continuous_batching_matches_sequences_run_alone(model):
     for _ in range(6):  # the first two are decoding when the others arrive
         eng.step()
     rids += [eng.add_request(p, GREEDY) for p in ps[2:]]
-    mixed = 0
+    mixed, done = 0, {}
     while eng.has_unfinished():
         outs = eng.step()
         mixed += len(outs) > 1
-    assert [eng.requests.pop(r).output_ids for r in rids] == ref
+        done.update((o.request_id, o) for o in eng.pop_finished())
+    assert [done[r].token_ids for r in rids] == ref
     assert mixed > 0
 
 
@@ -110,7 +113,7 @@ def test_steps_mix_prefill_chunks_and_decodes(model):
     eng.step()  # a's prompt; a now decodes
     eng.add_request(prompts(3, [20])[0], GREEDY)
     sched = eng.scheduler.schedule()
-    assert [(s.req.request_id, s.num_new_tokens) for s in sched] == [(a, 1), ("req-1", 5)]
+    assert [(s.seq.request_id, s.num_new_tokens) for s in sched] == [(a, 1), ("req-1", 5)]
 
 
 def test_prefix_cache_hits_give_the_cold_tokens(model):
@@ -119,15 +122,13 @@ def test_prefix_cache_hits_give_the_cold_tokens(model):
     eng = engine(model)
     run(eng, [base[:30] + [1, 2, 3]])
     rid = eng.add_request(base, GREEDY)
-    drain(eng)
-    req = eng.requests.pop(rid)
-    assert req.output_ids == cold
+    req = drain(eng)[rid]
+    assert req.token_ids == cold
     assert req.num_cached_tokens == 28  # 7 full blocks of 4 shared with the first prompt
     # The whole prompt again (its last token is always recomputed).
     rid = eng.add_request(base, GREEDY)
-    drain(eng)
-    req = eng.requests.pop(rid)
-    assert req.output_ids == cold and req.num_cached_tokens == 36
+    req = drain(eng)[rid]
+    assert req.token_ids == cold and req.num_cached_tokens == 36
     assert eng.blocks.num_free_blocks == 64
 
 
@@ -144,23 +145,20 @@ def test_fork_shares_the_prompt_and_copies_on_write(model):
     eng = engine(model)
     rid = eng.add_request(p, SamplingParams(n=3, max_tokens=20, temperature=0, ignore_eos=True))
     eng.step()  # prompt computed once, then three sequences
-    req = eng.requests[rid]
-    assert len(req.sequences) == 3
+    seq = eng._requests[rid]  # the engine's own state, to see the shared blocks
+    assert len(seq.sequences) == 3
     # 10 tokens + 1 = 3 blocks of 4; the siblings share the two full ones.
-    assert req.siblings[0].block_table[:2] == req.block_table[:2]
-    drain(eng)
-    assert [s.output_ids for s in req.sequences] == [greedy] * 3
+    assert seq.siblings[0].block_table[:2] == seq.block_table[:2]
+    assert [o.token_ids for o in drain(eng)[rid].outputs] == [greedy] * 3
     assert eng.blocks.num_free_blocks == 64
     # Seeded sampling: index 0 is the n=1 request with that seed; others differ.
     sp = dict(max_tokens=12, temperature=1.0, seed=11, ignore_eos=True)
     one = run(engine(model), [p], SamplingParams(**sp))[0]
     rid = eng.add_request(p, SamplingParams(n=3, **sp))
-    drain(eng)
-    seqs = [s.output_ids for s in eng.requests.pop(rid).sequences]
+    seqs = [o.token_ids for o in drain(eng)[rid].outputs]
     assert seqs[0] == one and len({tuple(s) for s in seqs}) > 1
     rid = eng.add_request(p, SamplingParams(n=3, **sp))
-    drain(eng)
-    assert [s.output_ids for s in eng.requests.pop(rid).sequences] == seqs
+    assert [o.token_ids for o in drain(eng)[rid].outputs] == seqs
 
 
 def test_preemption_recomputes_and_loses_nothing(model):
@@ -174,9 +172,9 @@ def test_preemption_recomputes_and_loses_nothing(model):
     forked = engine(model, num_blocks=20)  # the prompt's 3 full blocks shared: 19 needed
     n2 = SamplingParams(n=2, max_tokens=30, temperature=0, ignore_eos=True)
     rids = [forked.add_request(p, n2) for p in ps[1:3]]
-    drain(forked)
+    done = drain(forked)
     assert forked.scheduler.num_preemptions > 0
-    outs = [[s.output_ids for s in forked.requests.pop(r).sequences] for r in rids]
+    outs = [[o.token_ids for o in done[r].outputs] for r in rids]
     assert outs == [[ref[1]] * 2, [ref[2]] * 2]
     assert forked.blocks.num_free_blocks == 20
 
@@ -189,7 +187,7 @@ def test_abort_frees_every_sequence(model):
     assert eng.blocks.num_free_blocks < 64
     eng.abort(rid)
     assert eng.blocks.num_free_blocks == 64 and not eng.has_unfinished()
-    assert rid not in eng.requests
+    assert eng.num_requests == 0 and not eng.pop_finished()  # an abort yields no output
 
 
 def test_prompt_logprobs_match_the_models_scoring(model):
@@ -207,9 +205,8 @@ def test_prompt_logprobs_match_the_models_scoring(model):
     eng.add_request(p[:8], GREEDY)  # its blocks are cached; prompt logprobs must not use them
     drain(eng)
     rid = eng.add_request(p, params)
-    drain(eng)
-    req = eng.requests.pop(rid)
-    assert req.output_ids == [] and req.finish_reason == "length"
+    req = drain(eng)[rid]
+    assert req.token_ids == [] and req.finish_reason == "length"
     got = np.array([lp for lp, _ in req.prompt_logprobs])
     np.testing.assert_allclose(got, ref[np.arange(22), p[1:]], atol=1e-9)
     for j, (_, top) in enumerate(req.prompt_logprobs):
@@ -240,13 +237,13 @@ def test_a_short_request_starts_while_a_long_prompt_is_prefilled(model):
     long_id = eng.add_request(long_p, GREEDY)
     eng.step()  # the long prompt is running, 32 of its 200 tokens computed
     short_id = eng.add_request(short_p, GREEDY)
-    steps = 0
-    while not eng.requests[short_id].output_ids:
-        eng.step()
+    steps, first = 0, {}
+    while short_id not in first:
+        for out in eng.step():
+            if out.new_token_ids:
+                first.setdefault(out.request_id, out.new_token_ids)
         steps += 1
     assert steps == 1
-    assert eng.requests[long_id].num_computed_tokens < len(long_p)  # still prefilling
-    drain(eng)
-    assert [eng.requests.pop(long_id).output_ids, eng.requests.pop(short_id).output_ids] == (
-        alone(model, [long_p, short_p])
-    )
+    assert long_id not in first  # still prefilling
+    done = drain(eng)
+    assert [done[long_id].token_ids, done[short_id].token_ids] == alone(model, [long_p, short_p])

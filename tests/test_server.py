@@ -73,7 +73,7 @@ class LiveServer:
 @pytest.fixture(scope="module")
 def server():
     srv = LiveServer(
-        ServerConfig(
+        ServerConfig.from_options(
             model=str(smollm2_path()),
             served_model_name="smol",
             api_key=KEY,
@@ -100,7 +100,7 @@ def test_health_models_and_auth(server):
 def test_loading_server_answers_503():
     from fastapi.testclient import TestClient
 
-    app = create_app(ServerConfig(model=str(smollm2_path())))
+    app = create_app(ServerConfig.from_options(model=str(smollm2_path())))
     client = TestClient(app)  # no lifespan: the model never starts loading
     assert client.get("/health").status_code == 503
     r = client.post("/v1/completions", json={"prompt": "hi"})

@@ -30,7 +30,7 @@ EXAMPLES = int(os.environ.get("LUTLM_FUZZ_EXAMPLES", "30"))
 def live(tmp_path_factory):
     path = tiny_model(tmp_path_factory.mktemp("fuzz") / "qwen2", "qwen2")
     srv = LiveServer(
-        ServerConfig(
+        ServerConfig.from_options(
             model=str(path),
             served_model_name="tiny",
             api_key=KEY,

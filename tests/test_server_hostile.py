@@ -27,7 +27,7 @@ pytest.importorskip("uvicorn")
 @pytest.fixture(scope="module")
 def server():
     srv = LiveServer(
-        ServerConfig(
+        ServerConfig.from_options(
             model=str(smollm2_path()),
             served_model_name="smol",
             api_key=KEY,
@@ -178,8 +178,8 @@ def test_health_answers_while_a_large_prompt_is_tokenized(tmp_path):
     script = (
         "import sys, uvicorn\n"
         "from lutlm.server import ServerConfig, create_app\n"
-        "cfg = ServerConfig(model=sys.argv[1], api_key=sys.argv[3], max_model_len=512,\n"
-        "                   kv_cache_memory_gb=0.05, max_request_bytes=2 << 20)\n"
+        "cfg = ServerConfig.from_options(model=sys.argv[1], api_key=sys.argv[3],\n"
+        "    max_model_len=512, kv_cache_memory_gb=0.05, max_request_bytes=2 << 20)\n"
         "uvicorn.run(create_app(cfg), host='127.0.0.1', port=int(sys.argv[2]),\n"
         "            log_level='warning')\n"
     )
@@ -296,7 +296,7 @@ def test_the_key_guards_everything_but_health_and_cors_preflight_works(server):
 
 def test_metrics_can_be_exposed_deliberately(tmp_path):
     srv = LiveServer(
-        ServerConfig(
+        ServerConfig.from_options(
             model=str(smollm2_path()),
             api_key=KEY,
             max_model_len=128,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from lutlm.outputs import CompletionOutput, RequestOutput
+from lutlm.engine.outputs import CompletionOutput, RequestOutput
 
 from .test_tasks_e2e import CHECK_DRIVER, PRINT_DRIVER, SUM_TO, require_tools
 

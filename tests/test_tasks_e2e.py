@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from lutlm.outputs import CompletionOutput, RequestOutput
+from lutlm.engine.outputs import CompletionOutput, RequestOutput
 from lutlm.tasks import toolchain
 from lutlm.tasks.decompile import decompile
 from lutlm.tasks.optimize_ir import optimize_ir

@@ -35,7 +35,7 @@ SHORT = {"max_tokens": 8}
 def server(tmp_path_factory):
     path = tiny_model(tmp_path_factory.mktemp("srv") / "deepseek", "deepseek")
     srv = LiveServer(
-        ServerConfig(
+        ServerConfig.from_options(
             model=str(path),
             served_model_name="tiny",
             api_key=KEY,
@@ -51,7 +51,7 @@ def server(tmp_path_factory):
 
 def test_tests_in_a_request_need_the_servers_consent(tmp_path):
     path = tiny_model(tmp_path / "deepseek", "deepseek")
-    srv = LiveServer(ServerConfig(model=str(path), weights="f32", head="f32"))
+    srv = LiveServer(ServerConfig.from_options(model=str(path), weights="f32", head="f32"))
     try:
         body = {"asm": "f:\n\tret\n", "target": "aarch64", "tests": [PRINT_DRIVER], **SHORT}
         status, out = srv.request("POST", "/v1/tasks/transpile", body)

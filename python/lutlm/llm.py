@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from lutlm.backends import resolve_device
+from lutlm.config import EngineConfig, LoadConfig, split_options
 from lutlm.default_model import default_model_path
 from lutlm.engine.engine import LLMEngine
-from lutlm.engine.request import Request
+from lutlm.engine.outputs import RequestOutput
 from lutlm.engine.sampling_params import SamplingParams
 from lutlm.model import load_model
 from lutlm.model.kv_cache import KVCache
-from lutlm.outputs import CompletionOutput, RequestOutput, TextStream
 from lutlm.tokenizer import Tokenizer
 
 
@@ -25,36 +26,35 @@ class LLM:
     """A model, its tokenizer and an engine.
 
     Args:
-        model: a .gguf file or an HF directory; None for the default model.
-        weights: format of linear weights not already INT4/INT8/ternary ("int4", "int8",
-            "ternary", "f32").
-        head: format of the LM head ("int8", "int4", "f32").
-        act_bits: activation precision of INT4 layers. 16 (default): two int8 passes,
-            reference-grade answers. 8: int8 activations and tables, about twice as fast
-            in the GEMMs, but on small models like SmolLM2-135M greedy answers can drift
-            (96 % top-1 agreement with fp32).
-        max_model_len: context per request (default: the model's).
-        kv_cache_memory_gb: memory for the KV cache.
-        device: "cpu" (default), "cuda" (the Triton kernels of lutlm.kernels, GPU-resident
-            KV cache; needs the gpu extra) or "auto" (cuda when torch sees a GPU).
+        model: a .gguf file, an HF directory or a `lutlm quantize` directory; None for
+            the default model.
+        load: how to load it (LoadConfig); its fields may also be given as keywords.
+        engine: how to run it (EngineConfig); likewise.
+        **options: fields of LoadConfig or EngineConfig, e.g. `act_bits=8`,
+            `kv_cache_memory_gb=0.25` (see lutlm.config for each option and its default).
     """
 
     def __init__(
         self,
         model: str | Path | None = None,
         *,
-        weights: str = "int4",
-        head: str = "int8",
-        act_bits: int = 16,
-        max_model_len: int | None = None,
-        kv_cache_memory_gb: float = 0.5,
-        max_num_seqs: int = 16,
-        device: str = "cpu",
+        load: LoadConfig | None = None,
+        engine: EngineConfig | None = None,
+        **options: Any,
     ) -> None:
-        self.device = resolve_device(device)  # fails early, before a model is loaded
-        path = Path(model) if model is not None else default_model_path()
+        if options:
+            if load is not None or engine is not None:
+                raise TypeError("give either load= / engine= or option keywords, not both")
+            load, engine = split_options(model=model, **options)
+        load = load or LoadConfig(model=model)
+        engine = engine or EngineConfig()
+        if model is not None and load.model is None:
+            load.model = model
+        self.load_config, self.engine_config = load, engine
+        self.device = resolve_device(load.device)  # fails early, before a model is loaded
+        path = Path(load.model) if load.model is not None else default_model_path()
         self.model_path = path
-        self.model = load_model(path, weights=weights, head=head, act_bits=act_bits)
+        self.model = load_model(path, weights=load.weights, head=load.head, act_bits=load.act_bits)
         if self.device != "cpu":
             from lutlm.backends.gpu import GpuDecoder  # imports torch and triton
 
@@ -71,18 +71,20 @@ class LLM:
                 f"more than the {config.vocab_size} of the model's vocab_size (rows of its "
                 "embedding); the tokenizer and the weights do not belong together"
             )
-        block_size = 16
-        num_blocks = max(1, int(kv_cache_memory_gb * 2**30) // KVCache.bytes_per_block(config))
+        block_bytes = KVCache.bytes_per_block(config, engine.block_size)
+        num_blocks = max(1, int(engine.kv_cache_memory_gb * 2**30) // block_bytes)
         eos = set(self.tokenizer.eos_token_ids) | set(config.eos_token_ids)
         self.engine = LLMEngine(
             self.model,
             sorted(eos),
             num_blocks,
-            block_size,
-            max_model_len,
-            max_num_seqs=max_num_seqs,
+            engine.block_size,
+            engine.max_model_len,
+            max_num_seqs=engine.max_num_seqs,
+            max_num_batched_tokens=engine.max_num_batched_tokens,
             vocab_size=self.tokenizer.vocab_size,
-            detokenize=self.tokenizer.decode,
+            tokenizer=self.tokenizer,
+            enable_prefix_caching=engine.enable_prefix_caching,
         )
 
     def generate(
@@ -109,32 +111,11 @@ class LLM:
         self, prompts: list[str], ids: list[list[int]], params: SamplingParams | None
     ) -> list[RequestOutput]:
         params = params or SamplingParams()
-        rids = [self.engine.add_request(i, params) for i in ids]
+        rids = [
+            self.engine.add_request(i, params, prompt=p) for p, i in zip(prompts, ids, strict=True)
+        ]
+        done: dict[str, RequestOutput] = {}
         while self.engine.has_unfinished():
             self.engine.step()
-        return [
-            self.output(prompt, self.engine.requests.pop(rid))
-            for prompt, rid in zip(prompts, rids, strict=True)
-        ]
-
-    def output(self, prompt: str, req: Request) -> RequestOutput:
-        """The RequestOutput of a finished engine request."""
-        outs = []
-        for seq in req.sequences:
-            stream = TextStream(self.tokenizer, seq.prompt_ids, seq.params.stop)
-            stream.add(seq.output_ids)
-            stream.finish()
-            reason = "stop" if stream.stopped else seq.finish_reason
-            outs.append(
-                CompletionOutput(
-                    seq.index, stream.text, seq.output_ids, reason, seq.logprobs or None
-                )
-            )
-        return RequestOutput(
-            req.request_id,
-            prompt,
-            req.prompt_ids,
-            outs,
-            req.prompt_logprobs if req.params.prompt_logprobs is not None else None,
-            max(0, req.num_cached_tokens),
-        )
+            done.update((o.request_id, o) for o in self.engine.pop_finished())
+        return [done[rid] for rid in rids]

@@ -96,19 +96,20 @@ def stream(
     out = out if out is not None else sys.stdout
     engine = llm.engine
     rid = engine.add_request(prompt_ids, params)
-    stream = llm.tokenizer.incremental_decoder(prompt_ids=prompt_ids)
+    ids: list[int] = []
+    finished = False
     with _StopOnInterrupt() as stop:
         while engine.has_unfinished() and not stop.pressed:
             for step in engine.step():
-                if step.request_id == rid and step.new_token_ids:
-                    out.write(stream.add(step.new_token_ids))
+                if step.request_id == rid:
+                    ids += step.new_token_ids
+                    finished = finished or step.finished
+                    out.write(step.new_text)
                     out.flush()
-        out.write(stream.flush() + "\n")
+        engine.pop_finished()
+        out.write("\n")
         out.flush()
-        req = engine.requests[rid]
-        ids = list(req.output_ids)
-        if req.finished:  # also when Ctrl-C came with the last token: the answer is whole
-            del engine.requests[rid]
+        if finished:  # also when Ctrl-C came with the last token: the answer is whole
             return ids, False
         engine.abort(rid)
         return ids, True

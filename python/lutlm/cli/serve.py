@@ -142,7 +142,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     device_of(args)
     _check_port(args.host, args.port)
     weights, head = formats(args)
-    config = ServerConfig(
+    config = ServerConfig.from_options(
         model=args.model,
         served_model_name=args.served_model_name,
         api_key=args.api_key,

@@ -2,11 +2,12 @@
 
 The engine thread owns the LLMEngine: it alone adds, aborts and steps, so no lock is
 held while a step runs (the kernels release the GIL; the event loop stays responsive).
-Callers queue commands and read their request's events from an asyncio.Queue:
+Callers send typed commands (`AddRequest`, `AbortRequest`) and read their request's
+events from an asyncio.Queue:
 
     StepOutput ...  one per step that touched one of the request's sequences
-    Request         the finished request (all sequences), no longer touched by the engine
-    Exception       the request was refused (ValueError) or the step failed
+    RequestOutput   the finished request (all sequences); the last event
+    Exception       the request was refused (InvalidRequest) or the step failed
 
 Aborting a request that is running frees its blocks before the next step.
 """
@@ -19,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from lutlm.engine.engine import LLMEngine
+from lutlm.engine.errors import InvalidRequest
 from lutlm.engine.sampling_params import SamplingParams
 
 
@@ -34,6 +36,28 @@ class EngineStats:
     accepted_tokens: int = 0  # of which accepted
 
 
+@dataclass(frozen=True, slots=True)
+class AddRequest:
+    """Queue a request; its events go to `queue` on `loop`."""
+
+    request_id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue
+    prompt: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AbortRequest:
+    """Drop a request and free its blocks."""
+
+    request_id: str
+
+
+Command = AddRequest | AbortRequest
+
+
 class AsyncEngine:
     """Args:
     engine: the engine this thread will own.
@@ -47,7 +71,7 @@ class AsyncEngine:
         self.on_step = on_step
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._commands: list[tuple] = []
+        self._commands: list[Command] = []
         self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
         self._stop = False
         self._thread = threading.Thread(target=self._loop, name="lutlm-engine", daemon=True)
@@ -61,19 +85,22 @@ class AsyncEngine:
         self._thread.join(timeout=30)
 
     def submit(
-        self, prompt_ids: Sequence[int], params: SamplingParams, request_id: str
+        self,
+        prompt_ids: Sequence[int],
+        params: SamplingParams,
+        request_id: str,
+        prompt: str | None = None,
     ) -> asyncio.Queue:
         """Queue a request; its events arrive on the returned queue."""
         queue: asyncio.Queue = asyncio.Queue()
-        self._command(
-            ("add", request_id, list(prompt_ids), params, asyncio.get_running_loop(), queue)
-        )
+        loop = asyncio.get_running_loop()
+        self._command(AddRequest(request_id, list(prompt_ids), params, loop, queue, prompt))
         return queue
 
     def abort(self, request_id: str) -> None:
-        self._command(("abort", request_id))
+        self._command(AbortRequest(request_id))
 
-    def _command(self, cmd: tuple) -> None:
+    def _command(self, cmd: Command) -> None:
         with self._lock:
             self._commands.append(cmd)
         self._wake.set()
@@ -100,31 +127,24 @@ class AsyncEngine:
                     self._send(rid, e)
                     self._streams.pop(rid, None)
                 continue
-            done = set()
             for out in outputs:
                 self._send(out.request_id, out)
-                if out.finished:
-                    done.add(out.request_id)
-            for rid in done:
-                req = eng.requests.get(rid)
-                if req is not None and all(s.finished for s in req.sequences):
-                    eng.requests.pop(rid)
-                    self._send(rid, req)
-                    self._streams.pop(rid, None)
+            for final in eng.pop_finished():
+                self._send(final.request_id, final)
+                self._streams.pop(final.request_id, None)
             self._report()
 
-    def _apply(self, cmd: tuple) -> None:
-        if cmd[0] == "abort":
-            self.engine.abort(cmd[1])
-            self._streams.pop(cmd[1], None)
+    def _apply(self, cmd: Command) -> None:
+        if isinstance(cmd, AbortRequest):
+            self.engine.abort(cmd.request_id)
+            self._streams.pop(cmd.request_id, None)
             return
-        _, rid, prompt_ids, params, loop, queue = cmd
         try:
-            self.engine.add_request(prompt_ids, params, rid)
-        except ValueError as e:
-            loop.call_soon_threadsafe(queue.put_nowait, e)
+            self.engine.add_request(cmd.prompt_ids, cmd.params, cmd.request_id, cmd.prompt)
+        except InvalidRequest as e:
+            cmd.loop.call_soon_threadsafe(cmd.queue.put_nowait, e)
             return
-        self._streams[rid] = (loop, queue)
+        self._streams[cmd.request_id] = (cmd.loop, cmd.queue)
 
     def _send(self, rid: str, event: object) -> None:
         stream = self._streams.get(rid)

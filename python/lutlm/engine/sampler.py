@@ -406,6 +406,12 @@ def _truncate(z: np.ndarray, sp: SamplingParams) -> tuple[np.ndarray | None, np.
     return ids, np.exp(z)
 
 
+def draw(weights: np.ndarray, gen: np.random.Generator) -> int:
+    """A token drawn from unnormalized `weights` [V] with one uniform number (the draw of
+    step 11, for callers that build their own distribution: draft verification)."""
+    return _draw(None, weights, gen)
+
+
 def _draw(ids: np.ndarray | None, weights: np.ndarray, gen: np.random.Generator) -> int:
     """Inverse-CDF draw of one token from `_truncate`'s output, one uniform number."""
     cdf = np.cumsum(weights)

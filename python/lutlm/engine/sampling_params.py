@@ -6,6 +6,8 @@ import math
 import numbers
 from dataclasses import dataclass, field
 
+from lutlm.engine.errors import InvalidRequest
+
 # OpenAI clips logit_bias values to this range; -100 makes a token practically impossible
 # (its probability is multiplied by e^-100, about 4e-44) and +100 practically certain.
 LOGIT_BIAS_LIMIT = 100.0
@@ -26,13 +28,18 @@ def _is_real(value: object) -> bool:
 
 def _int(name: str, value: object, allowed: str) -> int:
     if not _is_int(value):
-        raise ValueError(f"{name} must be an integer ({allowed}), got {value!r}")
+        raise InvalidRequest(
+            f"{name} must be an integer ({allowed}), got {value!r}", param=name.split("[")[0]
+        )
     return int(value)  # type: ignore[call-overload]
 
 
 def _float(name: str, value: object, allowed: str) -> float:
     if not _is_real(value) or not math.isfinite(float(value)):  # type: ignore[arg-type]
-        raise ValueError(f"{name} must be a finite number ({allowed}), got {value!r}")
+        raise InvalidRequest(
+            f"{name} must be a finite number ({allowed}), got {value!r}",
+            param=name.split("[")[0],
+        )
     return float(value)  # type: ignore[arg-type]
 
 
@@ -41,8 +48,9 @@ class SamplingParams:
     """How to pick the tokens of one request, and when to stop.
 
     Fields are keyword-only; defaults follow vLLM. Construction validates every field
-    and raises ValueError naming the parameter and its allowed range. It also normalizes:
-    numbers become plain int or float, `stop` given as one string becomes a list,
+    and raises InvalidRequest (a ValueError) naming the parameter and its allowed range.
+    It also normalizes: numbers become plain int or float, `stop` given as one string
+    becomes a list,
     logit_bias values are clipped to [-100, 100], and None for stop / stop_token_ids /
     logit_bias becomes empty.
 
@@ -77,31 +85,38 @@ class SamplingParams:
     def __post_init__(self) -> None:
         self.n = _int("n", self.n, ">= 1")
         if self.n < 1:
-            raise ValueError(f"n must be at least 1, got {self.n}")
+            raise InvalidRequest(f"n must be at least 1, got {self.n}", param="n")
         self.max_tokens = _int("max_tokens", self.max_tokens, ">= 0")
         if self.max_tokens < 0:
-            raise ValueError(f"max_tokens must be at least 0, got {self.max_tokens}")
+            raise InvalidRequest(
+                f"max_tokens must be at least 0, got {self.max_tokens}", param="max_tokens"
+            )
         self.temperature = _float("temperature", self.temperature, ">= 0")
         if self.temperature < 0:
-            raise ValueError(f"temperature must be at least 0, got {self.temperature}")
+            raise InvalidRequest(
+                f"temperature must be at least 0, got {self.temperature}", param="temperature"
+            )
         self.top_p = _float("top_p", self.top_p, "in (0, 1]")
         if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+            raise InvalidRequest(f"top_p must be in (0, 1], got {self.top_p}", param="top_p")
         self.top_k = _int("top_k", self.top_k, "-1 or 0 to disable, or >= 1")
         if self.top_k < -1:
-            raise ValueError(f"top_k must be -1 or 0 (disabled) or at least 1, got {self.top_k}")
+            raise InvalidRequest(
+                f"top_k must be -1 or 0 (disabled) or at least 1, got {self.top_k}", param="top_k"
+            )
         self.min_p = _float("min_p", self.min_p, "in [0, 1]")
         if not 0 <= self.min_p <= 1:
-            raise ValueError(f"min_p must be in [0, 1], got {self.min_p}")
+            raise InvalidRequest(f"min_p must be in [0, 1], got {self.min_p}", param="min_p")
         self.repetition_penalty = _float("repetition_penalty", self.repetition_penalty, "> 0")
         if self.repetition_penalty <= 0:
-            raise ValueError(
-                f"repetition_penalty must be greater than 0, got {self.repetition_penalty}"
+            raise InvalidRequest(
+                f"repetition_penalty must be greater than 0, got {self.repetition_penalty}",
+                param="repetition_penalty",
             )
         for name in ("presence_penalty", "frequency_penalty"):
             value = _float(name, getattr(self, name), "in [-2, 2]")
             if not -2 <= value <= 2:
-                raise ValueError(f"{name} must be in [-2, 2], got {value}")
+                raise InvalidRequest(f"{name} must be in [-2, 2], got {value}", param=name)
             setattr(self, name, value)
         self.logit_bias = self._checked_logit_bias(self.logit_bias)
         if self.seed is not None:
@@ -109,11 +124,14 @@ class SamplingParams:
         self.stop = self._checked_stop(self.stop)
         self.stop_token_ids = self._checked_stop_token_ids(self.stop_token_ids)
         if not isinstance(self.ignore_eos, bool):
-            raise ValueError(f"ignore_eos must be a bool, got {self.ignore_eos!r}")
+            raise InvalidRequest(
+                f"ignore_eos must be a bool, got {self.ignore_eos!r}", param="ignore_eos"
+            )
         self.prompt_lookup = _int("prompt_lookup", self.prompt_lookup, f"0..{MAX_PROMPT_LOOKUP}")
         if not 0 <= self.prompt_lookup <= MAX_PROMPT_LOOKUP:
-            raise ValueError(
-                f"prompt_lookup must be in [0, {MAX_PROMPT_LOOKUP}], got {self.prompt_lookup}"
+            raise InvalidRequest(
+                f"prompt_lookup must be in [0, {MAX_PROMPT_LOOKUP}], got {self.prompt_lookup}",
+                param="prompt_lookup",
             )
         for name in ("logprobs", "prompt_logprobs"):
             value = getattr(self, name)
@@ -121,7 +139,9 @@ class SamplingParams:
                 continue
             value = _int(name, value, f"0..{MAX_LOGPROBS} or None")
             if not 0 <= value <= MAX_LOGPROBS:
-                raise ValueError(f"{name} must be in [0, {MAX_LOGPROBS}] or None, got {value}")
+                raise InvalidRequest(
+                    f"{name} must be in [0, {MAX_LOGPROBS}] or None, got {value}", param=name
+                )
             setattr(self, name, value)
 
     @property
@@ -139,13 +159,14 @@ class SamplingParams:
             vocab_size: the tokenizer's vocabulary size (not the padded logits width).
 
         Raises:
-            ValueError: naming the parameter and the offending id.
+            InvalidRequest: naming the parameter and the offending id.
         """
         for name, ids in (("logit_bias", self.logit_bias), ("stop_token_ids", self.stop_token_ids)):
             bad = [i for i in ids if i >= vocab_size]
             if bad:
-                raise ValueError(
-                    f"{name} token id {bad[0]} is out of range for vocab size {vocab_size}"
+                raise InvalidRequest(
+                    f"{name} token id {bad[0]} is out of range for vocab size {vocab_size}",
+                    param=name,
                 )
 
     @staticmethod
@@ -153,13 +174,16 @@ class SamplingParams:
         if bias is None:
             return {}
         if not isinstance(bias, dict):
-            raise ValueError(
-                f"logit_bias must be a dict of token id -> bias, got {type(bias).__name__}"
+            raise InvalidRequest(
+                f"logit_bias must be a dict of token id -> bias, got {type(bias).__name__}",
+                param="logit_bias",
             )
         out: dict[int, float] = {}
         for key, value in bias.items():
             if not _is_int(key) or key < 0:
-                raise ValueError(f"logit_bias keys must be token ids (int >= 0), got {key!r}")
+                raise InvalidRequest(
+                    f"logit_bias keys must be token ids (int >= 0), got {key!r}", param="logit_bias"
+                )
             value = _float(f"logit_bias[{key}]", value, "clipped to [-100, 100]")
             out[int(key)] = min(max(value, -LOGIT_BIAS_LIMIT), LOGIT_BIAS_LIMIT)
         return out
@@ -171,9 +195,11 @@ class SamplingParams:
         if isinstance(stop, str):
             stop = [stop]
         if not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) for s in stop):
-            raise ValueError(f"stop must be a string or a list of strings, got {stop!r}")
+            raise InvalidRequest(
+                f"stop must be a string or a list of strings, got {stop!r}", param="stop"
+            )
         if any(s == "" for s in stop):
-            raise ValueError("stop strings must not be empty")
+            raise InvalidRequest("stop strings must not be empty", param="stop")
         return list(stop)
 
     @staticmethod
@@ -181,8 +207,13 @@ class SamplingParams:
         if ids is None:
             return []
         if not isinstance(ids, (list, tuple)):
-            raise ValueError(f"stop_token_ids must be a list of token ids, got {ids!r}")
+            raise InvalidRequest(
+                f"stop_token_ids must be a list of token ids, got {ids!r}", param="stop_token_ids"
+            )
         for i in ids:
             if not _is_int(i) or i < 0:
-                raise ValueError(f"stop_token_ids must hold token ids (int >= 0), got {i!r}")
+                raise InvalidRequest(
+                    f"stop_token_ids must hold token ids (int >= 0), got {i!r}",
+                    param="stop_token_ids",
+                )
         return [int(i) for i in ids]

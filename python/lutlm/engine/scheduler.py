@@ -25,13 +25,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lutlm.engine.block_manager import BlockManager
-from lutlm.engine.request import Request, RequestStatus
+from lutlm.engine.sequence import Sequence, SequenceStatus
 
 
 @dataclass(slots=True)
 class ScheduledSeq:
-    req: Request
-    num_new_tokens: int  # tokens to compute this step, from req.num_computed_tokens
+    """One sequence's share of the next step: the scheduler's decision, nothing more."""
+
+    seq: Sequence
+    num_new_tokens: int  # tokens to compute this step, from seq.num_computed_tokens
+    num_drafts: int = 0  # of which prompt-lookup drafts to verify (the first of seq.draft_ids)
 
 
 class Scheduler:
@@ -58,21 +61,21 @@ class Scheduler:
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         self.copy_block = copy_block
-        self.waiting: deque[Request] = deque()
-        self.running: list[Request] = []
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
         self.num_preemptions = 0
 
-    def add(self, req: Request) -> None:
-        self.waiting.append(req)
+    def add(self, seq: Sequence) -> None:
+        self.waiting.append(seq)
 
-    def remove(self, req: Request) -> None:
+    def remove(self, seq: Sequence) -> None:
         """Take a sequence out of the queues and free its blocks."""
-        if req in self.running:
-            self.running.remove(req)
-        elif req in self.waiting:
-            self.waiting.remove(req)
-        self.blocks.free_table(req.block_table)
-        req.block_hashes.clear()
+        if seq in self.running:
+            self.running.remove(seq)
+        elif seq in self.waiting:
+            self.waiting.remove(seq)
+        self.blocks.free_table(seq.block_table)
+        seq.block_hashes.clear()
 
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
@@ -85,12 +88,12 @@ class Scheduler:
         decodes = [r for r in self.running if r.num_tokens - r.num_computed_tokens == 1]
         prefills = [r for r in self.running if r.num_tokens - r.num_computed_tokens > 1]
         prefill_budget: int | None = None  # set once the decodes are served
-        for req in decodes + prefills:
+        for seq in decodes + prefills:
             if budget == 0:
                 break
-            if req.status is not RequestStatus.RUNNING:  # preempted earlier in this step
+            if seq.status is not SequenceStatus.RUNNING:  # preempted earlier in this step
                 continue
-            remaining = req.num_tokens - req.num_computed_tokens
+            remaining = seq.num_tokens - seq.num_computed_tokens
             if remaining > 1 and prefill_budget is None:
                 prefill_budget = budget // 2 if self._can_admit() and budget > 1 else budget
             if remaining > 1:
@@ -100,53 +103,54 @@ class Scheduler:
                 prefill_budget -= n
             else:
                 n = min(remaining, budget)
-            if req.draft_ids:  # a decode verifying prompt-lookup drafts
-                del req.draft_ids[budget - 1 :]
-                if req.draft_ids and not self.blocks.can_allocate(
-                    req.block_table, req.num_computed_tokens, req.num_tokens + len(req.draft_ids)
+            num_drafts = 0
+            if seq.draft_ids:  # a decode that could verify prompt-lookup drafts
+                num_drafts = min(len(seq.draft_ids), budget - 1)
+                if num_drafts and not self.blocks.can_allocate(
+                    seq.block_table, seq.num_computed_tokens, seq.num_tokens + num_drafts
                 ):
-                    req.draft_ids.clear()  # drafts are never worth a preemption
-                n += len(req.draft_ids)
+                    num_drafts = 0  # drafts are never worth a preemption
+                n += num_drafts
             while not self.blocks.can_allocate(
-                req.block_table, req.num_computed_tokens, req.num_computed_tokens + n
+                seq.block_table, seq.num_computed_tokens, seq.num_computed_tokens + n
             ):
                 victim = next(
-                    (r for r in reversed(self.running) if id(r) not in scheduled and r is not req),
-                    req,
+                    (r for r in reversed(self.running) if id(r) not in scheduled and r is not seq),
+                    seq,
                 )
                 self._preempt(victim)
                 preempted = True
-                if victim is req:
+                if victim is seq:
                     break
-            if req.status is not RequestStatus.RUNNING:
+            if seq.status is not SequenceStatus.RUNNING:
                 continue
-            self._allocate(req, n)
-            out.append(ScheduledSeq(req, n))
-            scheduled.add(id(req))
+            self._allocate(seq, n)
+            out.append(ScheduledSeq(seq, n, num_drafts))
+            scheduled.add(id(seq))
             budget -= n
         while self.waiting and budget > 0 and not preempted:
-            req = self.waiting[0]
-            width = 1 if req.forked or req.index else req.params.n  # n sequences once forked
+            seq = self.waiting[0]
+            width = 1 if seq.forked or seq.index else seq.params.n  # n sequences once forked
             if self.running and len(self.running) + width > self.max_num_seqs:
                 break
             # Prompt logprobs need the logits of every prompt position: no cache hits.
             hits = (
-                self.blocks.prefix_hits(req.all_ids) if req.params.prompt_logprobs is None else []
+                self.blocks.prefix_hits(seq.all_ids) if seq.params.prompt_logprobs is None else []
             )
             computed = len(hits) * self.blocks.block_size
-            n = min(req.num_tokens - computed, budget)
+            n = min(seq.num_tokens - computed, budget)
             if not self.blocks.can_allocate([], computed, computed + n, hits):
                 break
-            self.blocks.take_prefix(req.block_table, hits)
-            req.block_hashes = [self.blocks.blocks[b].hash for b in hits]
-            req.num_computed_tokens = computed
-            if req.num_cached_tokens < 0:
-                req.num_cached_tokens = computed
+            self.blocks.take_prefix(seq.block_table, hits)
+            seq.block_hashes = [self.blocks.blocks[b].hash for b in hits]
+            seq.num_computed_tokens = computed
+            if seq.num_cached_tokens < 0:
+                seq.num_cached_tokens = computed
             self.waiting.popleft()
-            req.status = RequestStatus.RUNNING
-            self.running.append(req)
-            self._allocate(req, n)
-            out.append(ScheduledSeq(req, n))
+            seq.status = SequenceStatus.RUNNING
+            self.running.append(seq)
+            self._allocate(seq, n)
+            out.append(ScheduledSeq(seq, n))
             budget -= n
         return out
 
@@ -154,20 +158,19 @@ class Scheduler:
         """Whether the first waiting request fits under max_num_seqs now."""
         if not self.waiting:
             return False
-        req = self.waiting[0]
-        width = 1 if req.forked or req.index else req.params.n
+        seq = self.waiting[0]
+        width = 1 if seq.forked or seq.index else seq.params.n
         return len(self.running) + width <= self.max_num_seqs
 
-    def _allocate(self, req: Request, n: int) -> None:
-        c = req.num_computed_tokens
-        self.blocks.allocate(req.block_table, c, c + n, self.copy_block)
+    def _allocate(self, seq: Sequence, n: int) -> None:
+        c = seq.num_computed_tokens
+        self.blocks.allocate(seq.block_table, c, c + n, self.copy_block)
 
-    def _preempt(self, req: Request) -> None:
-        self.running.remove(req)
-        self.blocks.free_table(req.block_table)
-        req.block_hashes.clear()
-        req.draft_ids.clear()
-        req.num_computed_tokens = 0
-        req.status = RequestStatus.WAITING
-        self.waiting.appendleft(req)
+    def _preempt(self, seq: Sequence) -> None:
+        self.running.remove(seq)
+        self.blocks.free_table(seq.block_table)
+        seq.block_hashes.clear()
+        seq.num_computed_tokens = 0
+        seq.status = SequenceStatus.WAITING
+        self.waiting.appendleft(seq)
         self.num_preemptions += 1

@@ -1,5 +1,6 @@
 """The OpenAI-compatible HTTP server (`lutlm serve`)."""
 
-from lutlm.server.app import ServerConfig, create_app
+from lutlm.server.app import create_app
+from lutlm.server.state import ServerConfig
 
 __all__ = ["ServerConfig", "create_app"]

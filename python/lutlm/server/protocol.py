@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lutlm.engine.errors import InvalidRequest
 from lutlm.engine.sampling_params import SamplingParams
 
 
@@ -83,13 +84,15 @@ class _SamplingFields(_Strict):
         n: int,
         prompt_lookup: int = 0,
     ) -> SamplingParams:
-        """SamplingParams for this request (ValueError names a bad parameter)."""
+        """SamplingParams for this request (InvalidRequest names a bad parameter)."""
         bias: dict[int, float] = {}
         for key, value in (self.logit_bias or {}).items():
             try:
                 bias[int(key)] = value
             except ValueError:
-                raise ValueError(f"logit_bias keys must be token ids, got {key!r}") from None
+                raise InvalidRequest(
+                    f"logit_bias keys must be token ids, got {key!r}", param="logit_bias"
+                ) from None
         given = {
             name: getattr(self, name)
             for name in (

@@ -31,9 +31,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from lutlm.engine.errors import InvalidRequest
+from lutlm.engine.outputs import RequestOutput
 from lutlm.engine.sampling_params import SamplingParams
-from lutlm.outputs import RequestOutput
+from lutlm.server import generation as gen
 from lutlm.server.protocol import APIError
+from lutlm.server.state import ServerState
 
 router = APIRouter()
 
@@ -79,7 +82,9 @@ class TranspileRequest(_TaskRequest):
 class _EngineGenerator:
     """`LLM.generate` / `LLM.chat` for a task thread, served by the server's async engine."""
 
-    def __init__(self, state: Any, loop: asyncio.AbstractEventLoop, request: Request) -> None:
+    def __init__(
+        self, state: ServerState, loop: asyncio.AbstractEventLoop, request: Request
+    ) -> None:
         self.state, self.loop, self.request = state, loop, request
         self.tokenizer = state.tokenizer
 
@@ -94,24 +99,10 @@ class _EngineGenerator:
         return [self._complete(text, self.tokenizer.encode(text, add_special_tokens=False), params)]
 
     def _complete(self, text: str, ids: list[int], params: SamplingParams) -> RequestOutput:
-        from lutlm.server import app  # app includes this router: import when used
-
-        app._check_context(self.state, len(ids), params.max_tokens, "prompt")
-        future = asyncio.run_coroutine_threadsafe(self._final(app, ids, params), self.loop)
-        final = future.result()
-        if final is None:  # the client went away and the request was aborted
-            raise APIError("the request was cancelled", 499, type="cancelled")
-        return self.state.llm.output(text, final)
-
-    async def _final(self, app: Any, ids: list[int], params: SamplingParams) -> Any:
-        from lutlm.engine.request import Request as EngineRequest
-
-        final = None
+        gen.check_request(self.state, [ids], params)
         rid = f"task-{uuid.uuid4().hex}"
-        async for _, ev in app._run(self.state, [ids], params, rid, self.request):
-            if isinstance(ev, EngineRequest):
-                final = ev
-        return final
+        finals = gen.finals(self.state, [ids], params, rid, self.request, [text])
+        return asyncio.run_coroutine_threadsafe(finals, self.loop).result()[0]
 
 
 def _preset(name: str | None, task: str, default: str) -> Any:
@@ -137,9 +128,8 @@ def _params(body: _TaskRequest, preset: Any) -> SamplingParams:
             seed=body.seed,
             prompt_lookup=body.prompt_lookup,
         )
-    except ValueError as e:
-        msg = str(e)
-        raise APIError(msg, param=msg.split(" ", 1)[0]) from None
+    except InvalidRequest as e:
+        raise gen.api_error(e) from None
 
 
 def _write_tests(request: Request, directory: Path, sources: list[str]) -> list[str]:
@@ -163,11 +153,13 @@ async def _run_task(request: Request, body: _TaskRequest, fn: Any, *args: Any, *
     state = request.app.state.lutlm
     state.ready()
     state.check_model(body.model)
-    gen = _EngineGenerator(state, asyncio.get_running_loop(), request)
+    generator = _EngineGenerator(state, asyncio.get_running_loop(), request)
     try:
-        result = await asyncio.to_thread(fn, gen, *args, **kw)
+        result = await asyncio.to_thread(fn, generator, *args, **kw)
     except APIError:
         raise
+    except InvalidRequest as e:
+        raise gen.api_error(e) from None
     except ValueError as e:  # bad input: unknown target, missing function, invalid syntax
         raise APIError(str(e)) from None
     return JSONResponse(result.to_dict())

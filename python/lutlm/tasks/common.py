@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from lutlm.engine.outputs import RequestOutput
 from lutlm.engine.sampling_params import SamplingParams
-from lutlm.outputs import RequestOutput
 from lutlm.tasks.presets import Extracted, Preset
 from lutlm.tasks.report import Verification
 

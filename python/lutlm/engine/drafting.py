@@ -1,4 +1,7 @@
-"""Prompt-lookup decoding: draft tokens copied from the sequence itself.
+"""Prompt-lookup decoding: draft tokens copied from the sequence itself, verified in
+one forward pass, rolled back where the model disagrees. All of drafting lives here:
+the engine calls `propose_drafts` before scheduling, `verify` on a drafting sequence's
+logits rows and `rollback` on the blocks past what was accepted.
 
 Models that rewrite their input (optimized IR, transpiled assembly, a decompiled
 function with renamed variables) emit long spans that already occur in the prompt. The
@@ -26,9 +29,17 @@ now and then. Nor does a sequence draft when the model was unsure of its latest 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from lutlm.engine.sampler import Sampler, draw
+
+if TYPE_CHECKING:  # a Sequence holds a LookupState: only the annotations need it
+    from lutlm.engine.block_manager import BlockManager
+    from lutlm.engine.sequence import Sequence
 
 MAX_NGRAM = 3  # longest suffix looked up
 MIN_NGRAM = 1  # shortest
@@ -153,3 +164,88 @@ def propose(tokens: np.ndarray, state: LookupState, limit: int) -> list[int]:
         state.proposed_source = start
         return tokens[start : start + k].tolist()
     return []
+
+
+def propose_drafts(decodes: Iterable[Sequence], vocab_size: int) -> None:
+    """Set `draft_ids` of every drafting sequence among the next step's decodes (the
+    scheduler then decides how many of them fit the token budget)."""
+    for seq in decodes:
+        seq.draft_ids = []
+        lookup = seq.lookup
+        if lookup is None or lookup.paused():
+            continue
+        # All drafts accepted plus the model's own token must fit in max_tokens.
+        left = seq.params.max_tokens - len(seq.output_ids) - 1
+        drafts = propose(lookup.tokens(seq.prompt_ids, seq.output_ids), lookup, left)
+        if drafts and lookup.unsure():
+            drafts = []
+        # A padded model's prompt may hold ids the sampler never produces.
+        bad = next((i for i, t in enumerate(drafts) if t >= vocab_size), len(drafts))
+        seq.draft_ids = drafts[:bad]
+
+
+@dataclass(slots=True)
+class Verdict:
+    """What the model made of a sequence's drafts."""
+
+    token_ids: list[int]  # the accepted drafts, then the model's own next token
+    logprobs: list  # (logprob, top list) per token, when the request asked for them
+    num_drafts: int
+    num_accepted: int
+
+
+def verify(seq: Sequence, logits: np.ndarray, sampler: Sampler, vocab_size: int) -> Verdict:
+    """Keep the drafts the model agrees with, then the model's own next token.
+
+    Note: logits [1 + m, V]: row i follows the last token and drafts[:i]. Greedy: draft
+    i is accepted while it is row i's argmax, so the tokens are exactly those of
+    one-token-at-a-time decoding. Sampling: draft i is accepted with probability
+    p_i(draft) (the draft distribution is a point mass, so this is the speculative
+    sampling rule min(1, p/q)), and a rejection draws from p_i with the draft removed,
+    renormalized; either way each token has the distribution plain sampling gives it.
+    """
+    drafts, p = list(seq.draft_ids), seq.params
+    seq.draft_ids = []
+    m = len(drafts)
+    prompts = histories = None
+    if p.repetition_penalty != 1 or p.presence_penalty or p.frequency_penalty:
+        # Row i's penalties count the drafts before it as generated tokens.
+        prompts = [seq.prompt_ids] * (m + 1)
+        histories = [seq.output_ids + drafts[:i] for i in range(m + 1)]
+    if p.greedy:
+        out = sampler.sample(logits, [p] * (m + 1), prompts, histories, None)
+        tokens = out.token_ids.tolist()
+        accepted = next((i for i in range(m) if tokens[i] != drafts[i]), m)
+        tokens = tokens[: accepted + 1]
+        lps = list(zip(out.logprobs, out.top_logprobs, strict=True))
+    else:
+        probs = sampler.probs(logits, [p] * (m + 1), prompts, histories)
+        tokens = []
+        for i in range(m + 1):
+            if i == m:  # every draft accepted: the bonus token from the last row
+                tokens.append(draw(probs[i], seq.generator))
+                break
+            if seq.generator.random() < probs[i, drafts[i]]:
+                tokens.append(drafts[i])
+                continue
+            probs[i, drafts[i]] = 0.0
+            tokens.append(draw(probs[i], seq.generator))
+            break
+        accepted = len(tokens) - 1
+        lps = []
+        if p.logprobs is not None:
+            lps = sampler.token_logprobs(logits[: len(tokens)], tokens, p.logprobs)
+    lookup = seq.lookup
+    assert lookup is not None
+    lookup.update(m, accepted)
+    lookup.last_logits = logits[accepted, :vocab_size]
+    return Verdict(tokens, lps[: len(tokens)] if p.logprobs is not None else [], m, accepted)
+
+
+def rollback(seq: Sequence, verdict: Verdict, blocks: BlockManager) -> None:
+    """K/V are now computed for the last token and the accepted drafts; the slots written
+    for rejected drafts lie past the new context length (never read, overwritten by the
+    next step), and blocks past what the sequence will hold go back to the pool."""
+    seq.num_computed_tokens += 1 + verdict.num_accepted
+    kept = seq.num_tokens + verdict.num_accepted + 1  # the new tokens are appended later
+    blocks.trim(seq.block_table, -(-kept // blocks.block_size))

@@ -1,4 +1,11 @@
-"""What generation returns to users: texts, token ids, finish reasons, logprobs.
+"""What the engine hands out: immutable outputs, and the text they carry.
+
+Per step, a `StepOutput` per sequence that moved: its new token ids, the text they made
+final, their logprobs and, once, the finish reason. When all of a request's sequences
+are done, one `RequestOutput` with everything (texts, token ids, logprobs, prompt
+logprobs, cached prompt tokens). The finish reason is decided once, in the engine, and
+stop strings are cut once, by the sequence's `TextStream`; `LLM`, the server and the
+task front ends only read these objects, never the engine's sequences.
 
 `TextStream` turns a sequence's token ids into text as they arrive and ends the text
 before the first stop string, holding back the few characters that might be the start
@@ -9,23 +16,45 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from lutlm.tokenizer import Tokenizer
+if TYPE_CHECKING:
+    from lutlm.tokenizer import Tokenizer
+
+FinishReason = str  # "stop" (EOS, a stop token or a stop string), "length" or "abort"
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
+class StepOutput:
+    """What one step produced for one sequence."""
+
+    request_id: str
+    index: int  # which of the request's n sequences
+    new_token_ids: list[int]
+    finished: bool
+    finish_reason: FinishReason | None
+    # (logprob, [(id, logprob)...]) per new token when the request asked for logprobs.
+    new_logprobs: list | None = None
+    new_text: str = ""  # text made final by these tokens ("" without a tokenizer)
+
+
+@dataclass(frozen=True, slots=True)
 class CompletionOutput:
+    """One finished sequence."""
+
     index: int
     text: str
     token_ids: list[int]
-    finish_reason: str | None  # "stop", "length" or "abort"
+    finish_reason: FinishReason | None
     logprobs: list | None = None  # per token: (logprob, [(id, logprob), ...])
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class RequestOutput:
+    """A finished request: its n sequences in index order."""
+
     request_id: str
-    prompt: str
+    prompt: str | None
     prompt_token_ids: list[int]
     outputs: list[CompletionOutput]
     prompt_logprobs: list | None = None  # per prompt token after the first
