@@ -3,8 +3,9 @@
 //
 // Every error is a std::invalid_argument, which pybind11 translates to ValueError (as it
 // does the std::invalid_argument of set_isa and of a bad LUTLM_NUM_THREADS); the kernels
-// behind ops.h trust their arguments and throw nothing else. Each binding checks and takes
-// its raw pointers with the GIL held, then releases it around the work.
+// behind ops.h trust their arguments and throw only what ops.h lists, which pybind11
+// translates too. Each binding checks and takes its raw pointers with the GIL held, then
+// releases it around the work.
 #pragma once
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
