@@ -24,9 +24,10 @@ from safetensors.numpy import save_file
 import lutlm.tokenizer.template_budget as template_budget
 from lutlm import LLM, SamplingParams
 from lutlm.engine.engine import LLMEngine
-from lutlm.formats.packed import MANIFEST, save_packed
+from lutlm.formats.packed import MANIFEST
 from lutlm.model import ModelConfig, load_model
 from lutlm.model.config import ConfigError
+from lutlm.model.packed import save_packed
 from lutlm.tokenizer import Tokenizer
 
 from .tiny_model import tiny_decoder

@@ -18,8 +18,9 @@ from safetensors.numpy import load_file, save_file
 
 from lutlm import LLM, SamplingParams
 from lutlm.cli import main
-from lutlm.formats.packed import MANIFEST, WEIGHTS, save_packed
+from lutlm.formats.packed import MANIFEST, WEIGHTS
 from lutlm.model import ForwardBatch, KVCache, load_model
+from lutlm.model.packed import save_packed
 from lutlm.tokenizer import Tokenizer
 
 from .model_assets import smollm2_path

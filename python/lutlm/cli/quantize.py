@@ -33,7 +33,7 @@ def add_commands(command: AddCommand) -> None:
 
 def _cmd_quantize(args: argparse.Namespace) -> int:
     from lutlm.default_model import default_model_path
-    from lutlm.formats.packed import quantize
+    from lutlm.quantize import quantize
 
     out = Path(args.out)
     if args.src is None and out.is_file():

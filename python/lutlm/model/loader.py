@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lutlm.formats import packed  # a module, not names: packed imports lutlm.model
 from lutlm.formats.gguf import GGUFModelFile
+from lutlm.formats.packed import is_packed
 from lutlm.formats.safetensors_dir import BITNET_PACKED, HFModelDir
 from lutlm.model.decoder import Decoder, Embedding, LayerWeights
 from lutlm.model.linear import (
@@ -19,6 +19,7 @@ from lutlm.model.linear import (
     fuse_gguf_linear,
     quantize_dense,
 )
+from lutlm.model.packed import load_packed
 from lutlm.model_config import ModelConfig
 from lutlm.quant import FORMATS, TernaryWeight
 
@@ -100,8 +101,8 @@ def load_model(
     if act_bits not in (8, 16):
         raise ValueError(f"act_bits must be 8 or 16, got {act_bits}")
     path = Path(path)
-    if packed.is_packed(path):
-        return packed.load_packed(path, act_bits)
+    if is_packed(path):
+        return load_packed(path, act_bits)
     if path.is_dir():
         return _build(HFModelDir(path), HF_LAYER, HF_GLOBAL, weights, head, act_bits, progress)
     if path.suffix in (".bin", ".pt", ".pth"):
