@@ -60,8 +60,8 @@ def python_overhead(path, threads: int, prompt: list[int], decode: int) -> float
     import dataclasses
 
     from lutlm.formats.gguf import GGUFModelFile
-    from lutlm.model.decoder import Decoder, Embedding, LayerWeights
-    from lutlm.model.linear import Linear
+    from lutlm.model.decoder import Decoder, LayerWeights
+    from lutlm.quant import Embedding, Linear
 
     _C.set_num_threads(threads)
     c = GGUFModelFile(path).config()

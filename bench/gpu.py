@@ -224,7 +224,7 @@ def bench_attention(copy_gbs: float) -> list[dict]:
 
 
 def gpu_weight_bytes(model) -> int:
-    """Bytes a GpuDecoder decode step reads: packed linears, norms and the head."""
+    """Bytes a GPU model's decode step reads: packed linears, norms and the head."""
     import torch
 
     def nbytes(w) -> int:
@@ -287,13 +287,13 @@ def e2e_models(gguf: Path) -> list[tuple[str, Callable[[], object]]]:
 
 
 def bench_e2e(copy_gbs: float, decode: int, models: list[tuple[str, Callable[[], object]]]):
-    from lutlm.backends.gpu import GpuDecoder
+    from lutlm.backends.gpu import GpuBackend
 
     rows = []
     for name, load in models:
         cpu = load()
         for gemv in ("dequant", "lut"):
-            model = GpuDecoder(cpu, DEVICE, gemv=gemv)
+            model = cpu.on(GpuBackend(DEVICE, gemv=gemv))
             per_token = gpu_weight_bytes(model)
             roof = copy_gbs * 1e9 / per_token
             for batch in E2E_BATCHES:

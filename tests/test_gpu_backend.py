@@ -1,4 +1,4 @@
-"""The GPU backend (lutlm.backends.gpu) end to end against the CPU Decoder.
+"""The GPU backend (lutlm.backends.gpu) end to end against the CPU backend.
 
 Without a GPU the backend runs on CPU tensors in Triton's interpreter (TRITON_INTERPRET=1,
 set below before triton is imported); ``TRITON_INTERPRET=0`` on a GPU machine runs the
@@ -28,12 +28,11 @@ import torch  # noqa: E402
 
 import lutlm.backends as backends  # noqa: E402
 from lutlm.backends import resolve_device  # noqa: E402
-from lutlm.backends.gpu import GpuDecoder, GpuKVCache, repack  # noqa: E402
+from lutlm.backends.gpu import GpuBackend, GpuKVCache, repack  # noqa: E402
 from lutlm.kernels import interpreting, quant_matmul  # noqa: E402
 from lutlm.model import ForwardBatch, KVCache, load_model  # noqa: E402
 from lutlm.model.decoder import Decoder  # noqa: E402
-from lutlm.model.linear import Linear  # noqa: E402
-from lutlm.quant import quantize_int4, quantize_int8, quantize_ternary  # noqa: E402
+from lutlm.quant import Linear, quantize_int4, quantize_int8, quantize_ternary  # noqa: E402
 
 from .tiny_model import tiny_decoder  # noqa: E402
 
@@ -92,7 +91,7 @@ def test_repack_keeps_every_cpu_weight_format():
         ref = x @ p.dequantize().T
         y = quant_matmul(torch.from_numpy(x).to(DEVICE), repack(p, DEVICE), kernel="dequant")
         np.testing.assert_allclose(y.cpu().numpy(), ref, rtol=1e-5, atol=1e-4, err_msg=str(p))
-    with pytest.raises(TypeError, match="no GPU form"):
+    with pytest.raises(TypeError, match="not a packed weight"):
         repack(object(), DEVICE)
 
 
@@ -138,7 +137,11 @@ def close(got: np.ndarray, ref: np.ndarray) -> None:
     assert err < TOL, err
 
 
-def compare_steps(gpu_model: GpuDecoder, ref: Decoder) -> None:
+def on_gpu(model: Decoder, gemv: str = "auto") -> Decoder:
+    return model.on(GpuBackend(DEVICE, gemv=gemv))
+
+
+def compare_steps(gpu_model: Decoder, ref: Decoder) -> None:
     """Two sequences over shuffled blocks: prefills (one in two chunks), then a mixed
     step (one decodes while the other prefills its second chunk), then decode of both."""
     bs, nb = 16, 12
@@ -184,13 +187,13 @@ def compare_steps(gpu_model: GpuDecoder, ref: Decoder) -> None:
 
 def test_f32_tiny_model_matches_cpu_decoder():
     cpu = tiny_decoder(0)
-    compare_steps(GpuDecoder(cpu, DEVICE), cpu)
+    compare_steps(on_gpu(cpu), cpu)
 
 
 @pytest.mark.parametrize("fmt,gemv", [("int4", "lut"), ("ternary", "auto")])
 def test_quantized_tiny_model_matches_cpu_decoder(fmt, gemv):
     model = quantized_tiny(fmt)  # INT8 head: "lut" falls back to dequant for it
-    compare_steps(GpuDecoder(model, DEVICE, gemv=gemv), dequantized(model))
+    compare_steps(on_gpu(model, gemv), dequantized(model))
 
 
 def test_hf_bitnet_and_qwen2_switches(tmp_path):
@@ -202,7 +205,7 @@ def test_hf_bitnet_and_qwen2_switches(tmp_path):
         path = tmp_path / case
         make_checkpoint(path, case)
         model = load_model(path, weights=weights)
-        ref, gpu = dequantized(model), GpuDecoder(model, DEVICE)
+        ref, gpu = dequantized(model), on_gpu(model)
         gcache, ccache = gpu.new_cache(4, 16), KVCache(model.config, 4, 16)
         prompt = list(range(3, 22))
         for batch in (
@@ -214,7 +217,7 @@ def test_hf_bitnet_and_qwen2_switches(tmp_path):
 
 def test_cache_copy_block_and_wrong_cache_type():
     cpu = tiny_decoder(0)
-    gpu = GpuDecoder(cpu, DEVICE)
+    gpu = on_gpu(cpu)
     cache = gpu.new_cache(3, 16)
     assert isinstance(cache, GpuKVCache) and cache.k[0].device.type == torch.device(DEVICE).type
     cache.k[1][0].fill_(1.5)
@@ -224,6 +227,8 @@ def test_cache_copy_block_and_wrong_cache_type():
     assert GpuKVCache.bytes_per_block(cpu.config, 16) == KVCache.bytes_per_block(cpu.config, 16)
     with pytest.raises(TypeError, match="new_cache"):
         gpu.forward(ForwardBatch.single([1, 2], 0, [0], 16), KVCache(cpu.config, 3, 16))
+    with pytest.raises(ValueError, match="only a CPU model can be placed"):
+        gpu.on(GpuBackend(DEVICE))
 
 
 def test_engine_greedy_tokens_match_cpu():
@@ -235,7 +240,7 @@ def test_engine_greedy_tokens_match_cpu():
     prompts = [[5, 9, 17, 3, 44, 2, 8], list(range(10, 30))]
     params = SamplingParams(max_tokens=6, temperature=0, ignore_eos=True)
     outs = []
-    for model in (tiny_decoder(0), GpuDecoder(tiny_decoder(0), DEVICE)):
+    for model in (tiny_decoder(0), on_gpu(tiny_decoder(0))):
         engine = LLMEngine(model, [0], num_blocks=16)
         rids = [engine.add_request(p, params) for p in prompts]
         done = {}
@@ -251,7 +256,7 @@ def test_smollm2_on_gpu_matches_cpu():
     from .model_assets import smollm2_path
 
     model = load_model(smollm2_path(), act_bits=16)
-    ref, gpu = dequantized(model), GpuDecoder(model, "cuda")
+    ref, gpu = dequantized(model), model.on(GpuBackend("cuda"))
     prompt = [1, 504, 3458, 282, 4649, 314, 253, 1345, 281]
     gcache, ccache = gpu.new_cache(8, 16), KVCache(model.config, 8, 16)
     for batch in (

@@ -101,15 +101,7 @@ ALLOWED: dict[str, set[str]] = {
 # Imports that break the rules today, each (importer, imported module) with who removes it
 # (issue 13). The test fails on any violation not listed here, and on an entry that no
 # longer breaks a rule: delete it when your change removes it.
-KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
-    # backends/gpu.py's GpuDecoder is built from a CPU Decoder (model/ calls the backends
-    # in DESIGN). Owner: the formats/model restructuring.
-    ("lutlm.backends.gpu", "lutlm.model.batch"): "formats/model restructuring",
-    ("lutlm.backends.gpu", "lutlm.model.config"): "formats/model restructuring",
-    ("lutlm.backends.gpu", "lutlm.model.decoder"): "formats/model restructuring",
-    ("lutlm.backends.gpu", "lutlm.model.kv_cache"): "formats/model restructuring",
-    ("lutlm.backends.gpu", "lutlm.model.linear"): "formats/model restructuring",
-}
+KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True, slots=True)

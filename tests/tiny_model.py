@@ -9,8 +9,8 @@ bit-identical tokens.
 import numpy as np
 
 from lutlm.model.config import ModelConfig
-from lutlm.model.decoder import Decoder, Embedding, LayerWeights
-from lutlm.model.linear import Linear
+from lutlm.model.decoder import Decoder, LayerWeights
+from lutlm.quant import Embedding, Linear
 
 VOCAB = 96
 

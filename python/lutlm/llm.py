@@ -56,9 +56,9 @@ class LLM:
         self.model_path = path
         self.model = load_model(path, weights=load.weights, head=load.head, act_bits=load.act_bits)
         if self.device != "cpu":
-            from lutlm.backends.gpu import GpuDecoder  # imports torch and triton
+            from lutlm.backends.gpu import GpuBackend  # imports torch and triton
 
-            self.model = GpuDecoder(self.model, self.device)
+            self.model = self.model.on(GpuBackend(self.device))
         self.tokenizer = (
             Tokenizer.from_pretrained(path) if path.is_dir() else Tokenizer.from_gguf(path)
         )

@@ -1,4 +1,4 @@
-"""Linear layers over packed weights, and how each checkpoint tensor becomes one.
+"""How each checkpoint tensor becomes a packed weight (the Linear itself: quant/layers.py).
 
 Weight formats (`weights=` in the loader) are the rows of quant.FORMATS: "int4" (group
 32, the default), "int8" (group 32, GGUF Q8_0's rule), "ternary" (absmean per row) and
@@ -13,8 +13,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from lutlm.quant import FORMATS, PackedWeight, format_of, gguf_import
+from lutlm.quant import FORMATS, PackedWeight, gguf_import
 from lutlm.quant._common import GGUFPart
+from lutlm.quant.layers import Linear
 
 WEIGHT_FORMATS = tuple(FORMATS)
 
@@ -25,32 +26,6 @@ __all__ = [
     "fuse_gguf_linear",
     "quantize_dense",
 ]
-
-
-class Linear:
-    """y = x @ W.T (+ bias) for a packed or float32 W [N, K], on the CPU kernels (the GPU
-    backend repacks it: backends/gpu.py)."""
-
-    def __init__(
-        self,
-        weight: PackedWeight,
-        bias: np.ndarray | None = None,
-        act_bits: int = 8,
-    ) -> None:
-        self.weight = weight
-        self.bias = None if bias is None else np.asarray(bias, np.float32)
-        self.out_features, self.in_features = weight.shape
-        self.act_bits = act_bits  # INT4/INT8 only: 16 = two int8 passes (see Int4Weight.matmul)
-        self._gemm = format_of(weight).kernel(weight, act_bits)
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """x: float32 [T, K], C-contiguous (as every layer op returns it)."""
-        y = self._gemm(x)
-        return y if self.bias is None else y + self.bias
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.weight.nbytes)
 
 
 def quantize_dense(w: np.ndarray, fmt: str) -> PackedWeight:

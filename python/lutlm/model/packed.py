@@ -23,10 +23,9 @@ from lutlm.formats.packed import (
     read_manifest,
     write_packed,
 )
-from lutlm.model.decoder import Decoder, Embedding, LayerWeights
-from lutlm.model.linear import Linear
+from lutlm.model.decoder import Decoder, LayerWeights
 from lutlm.model_config import ConfigError, ModelConfig
-from lutlm.quant import FORMATS, format_of
+from lutlm.quant import FORMATS, Embedding, Linear, format_of
 from lutlm.quant._common import GROUP_SIZES
 
 # Manifest keys of a linear that are not its row's own fields.

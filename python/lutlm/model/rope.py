@@ -1,4 +1,5 @@
-"""Rotary position embeddings, with linear and llama3 frequency scaling."""
+"""Rotary position embeddings' frequencies, with linear and llama3 scaling (the rotation
+itself is a backend op: Backend.qkv_rope_cache)."""
 
 from __future__ import annotations
 
@@ -29,11 +30,3 @@ def inverse_frequencies(config: ModelConfig) -> np.ndarray:
         inv = np.where(mid, (1 - smooth) * inv / factor + smooth * inv, scaled)
     return inv
 
-
-class Rope:
-    """RoPE settings of a model; the rotation itself runs in C++ (lutlm._C.rope, and
-    fused with the q/k/v split and the cache write in lutlm._C.qkv_rope_cache)."""
-
-    def __init__(self, config: ModelConfig) -> None:
-        self.interleaved = config.rope_interleaved
-        self.inv_freq = inverse_frequencies(config).astype(np.float32)

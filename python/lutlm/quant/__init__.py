@@ -21,12 +21,15 @@ Adding a format (the K-quants: Q4_K, Q6_K, ...) is:
 from lutlm.quant.formats import FORMATS, PackedWeight, WeightFormat, format_of, gguf_import
 from lutlm.quant.int4 import Int4Weight, int4_from_gguf_blocks, quantize_int4
 from lutlm.quant.int8 import Int8Weight, int8_from_gguf_blocks, quantize_int8
+from lutlm.quant.layers import Embedding, Linear
 from lutlm.quant.ternary import TernaryWeight, gguf_tq_arrays, quantize_ternary, ternarize
 
 __all__ = [
     "FORMATS",
+    "Embedding",
     "Int4Weight",
     "Int8Weight",
+    "Linear",
     "PackedWeight",
     "TernaryWeight",
     "WeightFormat",

@@ -1,4 +1,5 @@
-"""The flat batch a forward pass consumes (built by the engine's model runner)."""
+"""The flat batch a forward pass runs over (built by the engine's model runner; the backend
+ops read its metadata: model/decoder.py passes it to Backend.step)."""
 
 from __future__ import annotations
 
