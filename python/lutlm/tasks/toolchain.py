@@ -198,17 +198,45 @@ def run_tool(
     if exe is None:
         raise MissingTool(argv[0])
     cwd = Path(cwd).resolve()
-    file_size = max(4 * max_output, 64 << 20)
-    limits = Limits(
-        memory=max_memory,
-        cpu_seconds=int(timeout) + 2,
-        file_size=64 << 20 if untrusted else file_size,
-    )
+    limits = _limits(timeout, max_output, untrusted, max_memory)
     try:
         full = sandbox_argv(exe, list(argv[1:]), cwd, limits)
     except SandboxUnavailable as e:
         raise MissingTool("bwrap", str(e)) from None
     prepare_workdir(cwd)
+    status, stdout, stderr = _run_captured(full, cwd, stdin, timeout, max_output)
+    return ToolResult(
+        argv=list(argv),
+        returncode=None if status is None else _returncode(status),
+        stdout=stdout,
+        stderr=_local_names(stderr, exe, argv[0], cwd),
+        timed_out=status is None,
+    )
+
+
+def _limits(timeout: float, max_output: int, untrusted: bool, max_memory: int) -> Limits:
+    """The resource limits of one run_tool call (its docstring says which and why).
+
+    Returns:
+        The Limits for the sandbox.
+    """
+    file_size = max(4 * max_output, 64 << 20)
+    return Limits(
+        memory=max_memory,
+        cpu_seconds=int(timeout) + 2,
+        file_size=64 << 20 if untrusted else file_size,
+    )
+
+
+def _run_captured(
+    full: list[str], cwd: Path, stdin: str | None, timeout: float, max_output: int
+) -> tuple[int | None, str, str]:
+    """Run a sandbox command line in its own session, killing the whole group on timeout.
+
+    Returns:
+        (the raw exit status, None when the run timed out; stdout; stderr), each output
+        read from a temporary file and capped at max_output bytes.
+    """
     timed_out = False
     with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
         proc = subprocess.Popen(
@@ -235,18 +263,19 @@ def run_tool(
         _kill_group(proc)  # anything it left running in the background
         stdout = _read_capped(out_f, max_output)
         stderr = _read_capped(err_f, max_output)
-    # Diagnostics name the tool by the path it was found at; users know it by its name.
-    if exe != argv[0]:
-        stderr = stderr.replace(exe + ":", argv[0] + ":")
-    # ...and name files by their path in the throw-away work directory.
-    stderr = stderr.replace(str(cwd).rstrip(os.sep) + os.sep, "")
-    return ToolResult(
-        argv=list(argv),
-        returncode=None if timed_out else _returncode(proc.returncode),
-        stdout=stdout,
-        stderr=stderr,
-        timed_out=timed_out,
-    )
+    return (None if timed_out else proc.returncode), stdout, stderr
+
+
+def _local_names(stderr: str, exe: str, name: str, cwd: Path) -> str:
+    """A tool's diagnostics with the names its user knows.
+
+    Returns:
+        stderr with the tool's found path (`exe`) replaced by the `name` it was asked for,
+        and paths inside the throw-away work directory `cwd` made relative.
+    """
+    if exe != name:
+        stderr = stderr.replace(exe + ":", name + ":")
+    return stderr.replace(str(cwd).rstrip(os.sep) + os.sep, "")
 
 
 # Signals a program can die of; bwrap reports such a death as exit status 128 + signal.
