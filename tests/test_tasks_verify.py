@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lutlm.tasks import toolchain, verify_asm
+from lutlm.tasks import toolchain
 from lutlm.tasks.disasm import att_to_intel, compile_c, intel_to_att, objdump_function
 from lutlm.tasks.toolchain import MissingTool, find_tool, run_tool
 from lutlm.tasks.verify_asm import verify_transpiled
@@ -474,7 +474,6 @@ def test_transpiled_asm_errors(tmp_path, monkeypatch):
         return None if name.startswith("qemu-") else real(name)
 
     monkeypatch.setattr(toolchain, "find_tool", no_qemu)
-    monkeypatch.setattr(verify_asm, "find_tool", no_qemu)
     v = verify_transpiled(GOOD_ASM["aarch64"], "aarch64", tmp_path, reference_asm=X86_REF)
     assert v.status == "unverified" and v.tool == "qemu-aarch64"
     assert "qemu-aarch64 not found" in v.message

@@ -1,4 +1,5 @@
-"""The verdict a task's verifier gives on one model answer."""
+"""The verdict a task's verifier gives on one model answer, and how the verifiers that run
+test drivers (verify_c, verify_asm) sum their per-test results into one."""
 
 from __future__ import annotations
 
@@ -29,3 +30,37 @@ class Verification:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def tally(results: list[dict], details: dict[str, Any]) -> list[dict]:
+    """Record how many of the per-test `results` passed in details["total"] and
+    details["passed"].
+
+    Returns:
+        The entries whose status is not "passed", in test order.
+    """
+    failed = [r for r in results if r["status"] != "passed"]
+    details["total"] = len(results)
+    details["passed"] = len(results) - len(failed)
+    return failed
+
+
+def tests_failed(
+    failed: list[dict], total: int, what: str, *, tool: str | None, details: dict[str, Any]
+) -> Verification:
+    """The verdict on an answer that failed tests, told by its first failing test.
+
+    Args:
+        failed: the failing entries (tally's result); the first is named.
+        total: how many tests ran.
+        what: how that test failed, worded to follow "test <name> ".
+
+    Returns:
+        A "failed" Verification.
+    """
+    return Verification(
+        "failed",
+        f"{len(failed)} of {total} tests failed; test {failed[0]['name']} {what}",
+        tool=tool,
+        details=details,
+    )

@@ -18,13 +18,15 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from .report import Verification
 from .sandbox import Limits, SandboxUnavailable, prepare_workdir, sandbox_argv, sandbox_mode
+from .untrusted import Language, UnsafeInput, check_source
 
 __all__ = [
     "MissingTool",
@@ -38,6 +40,9 @@ __all__ = [
     "get_target",
     "trim_message",
     "resolve_tests",
+    "driver_stem",
+    "screen_answer",
+    "missing_tool_verdict",
     "tail",
 ]
 
@@ -445,6 +450,61 @@ def resolve_tests(tests: str | Path | list[str | Path]) -> list[tuple[str, str]]
         # Two drivers called test.c from different directories: keep both, distinctly.
         found = [(f"{i}_{n}", src) for i, (n, src) in enumerate(found)]
     return found
+
+
+def driver_stem(name: str) -> str:
+    """A test driver's file stem made safe to name the files built from it.
+
+    Returns:
+        The stem of `name` with every character but letters, digits and "_" replaced by "_".
+    """
+    return re.sub(r"[^A-Za-z0-9_]", "_", Path(name).stem)
+
+
+def missing_tool_verdict(e: MissingTool, details: dict) -> Verification:
+    """The verdict on an answer that could not be checked because a tool is missing.
+
+    Returns:
+        An "unverified" Verification naming the tool.
+    """
+    return Verification("unverified", str(e), tool=e.tool, details=details)
+
+
+def screen_answer(
+    candidate: str,
+    language: Language,
+    tests: list[tuple[str, str]],
+    tools: Sequence[str],
+    details: dict,
+) -> Verification | None:
+    """What a test-running verifier decides before it builds anything.
+
+    The test drivers are the caller's input, so one that would read a file is a
+    ValueError (UnsafeInput); in the `candidate` it is the model's fault.
+
+    Args:
+        candidate: the model's answer, in `language`.
+        tests: resolve_tests' (name, C source) of each driver.
+        tools: every tool the verifier will run, looked up now so that a missing one is
+            reported before any work.
+        details: the verifier's details, carried by the verdict.
+
+    Returns:
+        The early verdict: "failed" when the candidate would read a file, "unverified"
+        when there are no tests or a tool is missing; None when the answer can be checked.
+    """
+    for name, src in tests:
+        check_source(src, "c", f"test {name}")
+    try:
+        check_source(candidate, language, "the candidate")
+    except UnsafeInput as e:
+        return Verification("failed", str(e), details=details)
+    if not tests:
+        return Verification("unverified", "no tests given", details=details)
+    for tool in tools:
+        if find_tool(tool) is None:
+            return missing_tool_verdict(MissingTool(tool), details)
+    return None
 
 
 def tail(text: str, limit: int = 2000) -> str:

@@ -22,21 +22,24 @@ and riscv64 but 32-bit on armv5.
 from __future__ import annotations
 
 import difflib
-import re
+from dataclasses import dataclass
 from pathlib import Path
 
-from .report import Verification
+from .report import Verification, tally, tests_failed
 from .toolchain import (
     MissingTool,
+    Target,
     ToolResult,
-    find_tool,
+    driver_stem,
     get_target,
+    missing_tool_verdict,
     resolve_tests,
     run_tool,
+    screen_answer,
     tail,
     workdir,
 )
-from .untrusted import UnsafeInput, check_source
+from .untrusted import check_source
 
 __all__ = ["verify_transpiled"]
 
@@ -92,152 +95,256 @@ def verify_transpiled(
     host = get_target("x86_64")
     found = resolve_tests(tests)
     check_source(reference_asm, "asm", "the reference assembly")
-    for name, src in found:
-        check_source(src, "c", f"test {name}")
     details: dict = {"target": target, "tests": []}
-    try:
-        check_source(asm, "asm", "the candidate")
-    except UnsafeInput as e:
-        return Verification("failed", str(e), details=details)
-    if not found:
-        return Verification("unverified", "no tests given", details=details)
-    for tool in [host.compiler, *tgt.tools()]:
-        if find_tool(tool) is None:
-            e = MissingTool(tool)
-            return Verification("unverified", str(e), tool=tool, details=details)
+    early = screen_answer(asm, "asm", found, [host.compiler, *tgt.tools()], details)
+    if early is not None:
+        return early
 
-    results: list[dict] = details["tests"]
     try:
         with workdir() as d:
-            # A model's answer usually arrives stripped of its final newline, which the
-            # assembler wants.
-            (d / "reference.s").write_text(reference_asm.rstrip("\n") + "\n", encoding="utf-8")
-            (d / "candidate.s").write_text(asm.rstrip("\n") + "\n", encoding="utf-8")
-
-            res = run_tool(
-                [host.compiler, "-c", "reference.s", "-o", "reference.o"],
-                cwd=d,
-                timeout=compile_timeout,
-            )
-            if not res.ok:
-                msg = res.error()
-                details["reference_error"] = msg
-                return Verification(
-                    "unverified",
-                    f"the x86-64 reference assembly does not assemble:\n{msg}",
-                    tool=host.compiler,
-                    details=details,
-                )
-            res = run_tool(
-                [tgt.compiler, *tgt.cflags, "-c", "candidate.s", "-o", "candidate.o"],
-                cwd=d,
-                timeout=compile_timeout,
-            )
-            if not res.ok:
-                msg = res.error()
-                return Verification(
-                    "failed",
-                    f"the candidate does not assemble for {target}:\n{msg}",
-                    tool=tgt.compiler,
-                    details=details,
-                )
-
+            ws = _Workspace(d, host, tgt, cflags, timeout, compile_timeout)
+            early = _assemble(ws, asm, reference_asm, details)
+            if early is not None:
+                return early
             for i, (name, src) in enumerate(found):
-                stem = f"t{i}_{re.sub(r'[^A-Za-z0-9_]', '_', Path(name).stem)}"
-                driver = d / f"{stem}.c"
-                driver.write_text(src, encoding="utf-8")
-                entry: dict = {"name": name}
-                results.append(entry)
-
-                # Reference side: a failure here is the test's or the reference's fault.
-                ref_exe = d / f"{stem}.x86_64"
-                build = run_tool(
-                    [host.compiler, *cflags, driver.name, "reference.o", "-o", ref_exe.name],
-                    cwd=d,
-                    timeout=compile_timeout,
-                )
-                if not build.ok:
-                    msg = build.error()
-                    details["reference_error"] = f"{name}: {msg}"
-                    entry["status"] = "reference build failed"
-                    return Verification(
-                        "unverified",
-                        f"test {name} does not build with the x86-64 reference:\n{msg}",
-                        tool=host.compiler,
-                        details=details,
-                    )
-                expected = run_tool(host.run_argv(ref_exe), cwd=d, timeout=timeout, untrusted=True)
-                if expected.timed_out:
-                    details["reference_error"] = f"{name}: reference run timed out"
-                    entry["status"] = "reference timed out"
-                    return Verification(
-                        "unverified",
-                        f"test {name} timed out after {timeout:g} s with the x86-64 reference",
-                        details=details,
-                    )
-                entry["expected_stdout"] = tail(expected.stdout)
-                entry["expected_returncode"] = expected.returncode
-
-                # Candidate side: the driver alone must cross-compile (else the test is
-                # not portable), then linking and running judge the candidate.
-                obj = d / f"{stem}.{target}.o"
-                build = run_tool(
-                    [tgt.compiler, *tgt.cflags, *cflags, "-c", driver.name, "-o", obj.name],
-                    cwd=d,
-                    timeout=compile_timeout,
-                )
-                if not build.ok:
-                    msg = build.error()
-                    details["reference_error"] = f"{name}: {msg}"
-                    entry["status"] = "driver does not cross-compile"
-                    return Verification(
-                        "unverified",
-                        f"test {name} does not compile for {target}:\n{msg}",
-                        tool=tgt.compiler,
-                        details=details,
-                    )
-                exe = d / f"{stem}.{target}"
-                link = run_tool(
-                    [
-                        tgt.compiler,
-                        *tgt.cflags,
-                        *tgt.link_flags,
-                        obj.name,
-                        "candidate.o",
-                        "-o",
-                        exe.name,
-                    ],
-                    cwd=d,
-                    timeout=compile_timeout,
-                )
-                if not link.ok:
-                    entry["status"] = "link failed"
-                    entry["diff"] = link.error()
-                    continue
-                actual = run_tool(tgt.run_argv(exe), cwd=d, timeout=timeout, untrusted=True)
-                entry.update(
-                    stdout=tail(actual.stdout),
-                    returncode=actual.returncode,
-                    timed_out=actual.timed_out,
-                )
-                same = (
-                    not actual.timed_out
-                    and actual.stdout == expected.stdout
-                    and actual.returncode == expected.returncode
-                )
-                if same:
-                    entry["status"] = "passed"
-                else:
-                    entry["status"] = "timed out" if actual.timed_out else "output differs"
-                    entry["diff"] = _diff(expected, actual)
-                    if actual.stderr.strip():
-                        entry["stderr"] = tail(actual.stderr)
+                early = _check_driver(ws, i, name, src, details)
+                if early is not None:
+                    return early
     except MissingTool as e:
-        return Verification("unverified", str(e), tool=e.tool, details=details)
+        return missing_tool_verdict(e, details)
+    return _verdict(details["tests"], tgt, timeout, details)
 
-    failed = [r for r in results if r["status"] != "passed"]
-    details["total"] = len(results)
-    details["passed"] = len(results) - len(failed)
+
+@dataclass(frozen=True)
+class _Workspace:
+    """Where and how one verify_transpiled call builds and runs its programs."""
+
+    d: Path  # the work directory: reference.o, candidate.o and every driver's files
+    host: Target  # builds and runs the reference side, natively
+    tgt: Target  # builds the candidate side and runs it (under its qemu, if any)
+    cflags: tuple[str, ...]  # the drivers' compiler flags, on both sides
+    timeout: float  # seconds for each test run
+    compile_timeout: float  # seconds for each compiler, assembler or linker run
+
+    def build(self, argv: list[str]) -> ToolResult:
+        """Returns: the result of a compiler, assembler or linker run in the work directory."""
+        return run_tool(argv, cwd=self.d, timeout=self.compile_timeout)
+
+    def run(self, argv: list[str]) -> ToolResult:
+        """Returns: the result of running a test program (untrusted: it holds model code)."""
+        return run_tool(argv, cwd=self.d, timeout=self.timeout, untrusted=True)
+
+
+def _assemble(ws: _Workspace, asm: str, reference_asm: str, details: dict) -> Verification | None:
+    """Assemble the reference natively into reference.o, then the candidate for the
+    target into candidate.o.
+
+    Returns:
+        "unverified" when the reference does not assemble (details["reference_error"]),
+        "failed" when the candidate does not; None when both did.
+    """
+    # A model's answer usually arrives stripped of its final newline, which the
+    # assembler wants.
+    (ws.d / "reference.s").write_text(reference_asm.rstrip("\n") + "\n", encoding="utf-8")
+    (ws.d / "candidate.s").write_text(asm.rstrip("\n") + "\n", encoding="utf-8")
+
+    res = ws.build([ws.host.compiler, "-c", "reference.s", "-o", "reference.o"])
+    if not res.ok:
+        msg = res.error()
+        details["reference_error"] = msg
+        return Verification(
+            "unverified",
+            f"the x86-64 reference assembly does not assemble:\n{msg}",
+            tool=ws.host.compiler,
+            details=details,
+        )
+    tgt = ws.tgt
+    res = ws.build([tgt.compiler, *tgt.cflags, "-c", "candidate.s", "-o", "candidate.o"])
+    if not res.ok:
+        msg = res.error()
+        return Verification(
+            "failed",
+            f"the candidate does not assemble for {tgt.name}:\n{msg}",
+            tool=tgt.compiler,
+            details=details,
+        )
+    return None
+
+
+def _check_driver(
+    ws: _Workspace, i: int, name: str, src: str, details: dict
+) -> Verification | None:
+    """Run test driver `i` with the reference and with the candidate, recording its entry
+    in details["tests"].
+
+    Returns:
+        The "unverified" verdict when the driver's reference side fails or it does not
+        cross-compile (the test's fault, which ends the verification); None otherwise,
+        whether the candidate passed or not.
+    """
+    stem = f"t{i}_{driver_stem(name)}"
+    (ws.d / f"{stem}.c").write_text(src, encoding="utf-8")
+    entry: dict = {"name": name}
+    details["tests"].append(entry)
+
+    expected = _run_reference(ws, name, stem, entry, details)
+    if isinstance(expected, Verification):
+        return expected
+    early = _cross_compile_driver(ws, name, stem, entry, details)
+    if early is not None:
+        return early
+    actual = _run_candidate(ws, stem, entry)
+    if actual is not None:
+        entry.update(_judge(expected, actual))
+    return None
+
+
+def _run_reference(
+    ws: _Workspace, name: str, stem: str, entry: dict, details: dict
+) -> ToolResult | Verification:
+    """Link driver `stem`.c with reference.o and run it natively: the expected behaviour.
+
+    A failure here is the test's or the reference's fault, not the candidate's.
+
+    Returns:
+        The reference run (its stdout tail and exit status also go in `entry`), or the
+        "unverified" verdict when the driver does not build with the reference or its run
+        times out (the reason in details["reference_error"] and entry["status"]).
+    """
+    host = ws.host
+    ref_exe = ws.d / f"{stem}.x86_64"
+    build = ws.build([host.compiler, *ws.cflags, f"{stem}.c", "reference.o", "-o", ref_exe.name])
+    if not build.ok:
+        msg = build.error()
+        return _test_fault(
+            entry,
+            details,
+            "reference build failed",
+            msg,
+            f"test {name} does not build with the x86-64 reference:\n{msg}",
+            tool=host.compiler,
+        )
+    expected = ws.run(host.run_argv(ref_exe))
+    if expected.timed_out:
+        return _test_fault(
+            entry,
+            details,
+            "reference timed out",
+            "reference run timed out",
+            f"test {name} timed out after {ws.timeout:g} s with the x86-64 reference",
+            tool=None,
+        )
+    entry["expected_stdout"] = tail(expected.stdout)
+    entry["expected_returncode"] = expected.returncode
+    return expected
+
+
+def _cross_compile_driver(
+    ws: _Workspace, name: str, stem: str, entry: dict, details: dict
+) -> Verification | None:
+    """Compile driver `stem`.c alone for the target into `stem`.<target>.o: a driver that
+    does not compile there is not portable, the test's fault.
+
+    Returns:
+        The "unverified" verdict when it does not compile (the reason in
+        details["reference_error"] and entry["status"]), else None.
+    """
+    tgt = ws.tgt
+    obj = f"{stem}.{tgt.name}.o"
+    build = ws.build([tgt.compiler, *tgt.cflags, *ws.cflags, "-c", f"{stem}.c", "-o", obj])
+    if not build.ok:
+        msg = build.error()
+        return _test_fault(
+            entry,
+            details,
+            "driver does not cross-compile",
+            msg,
+            f"test {name} does not compile for {tgt.name}:\n{msg}",
+            tool=tgt.compiler,
+        )
+    return None
+
+
+def _test_fault(
+    entry: dict, details: dict, status: str, reason: str, message: str, *, tool: str | None
+) -> Verification:
+    """Record that a test could not judge the candidate: the fault of the test or the
+    reference, not the answer's, so the whole verification ends unverified.
+
+    Returns:
+        The "unverified" verdict with `message`, after setting details["reference_error"]
+        to "<test name>: <reason>" and entry["status"] to `status`.
+    """
+    details["reference_error"] = f"{entry['name']}: {reason}"
+    entry["status"] = status
+    return Verification("unverified", message, tool=tool, details=details)
+
+
+def _run_candidate(ws: _Workspace, stem: str, entry: dict) -> ToolResult | None:
+    """Link driver `stem`'s target object with candidate.o and run it, under the
+    target's qemu when it has one.
+
+    Returns:
+        The candidate's run, or None when it does not link (entry["status"] is then
+        "link failed" and entry["diff"] the linker's message).
+    """
+    tgt = ws.tgt
+    exe = ws.d / f"{stem}.{tgt.name}"
+    link = ws.build(
+        [
+            tgt.compiler,
+            *tgt.cflags,
+            *tgt.link_flags,
+            f"{stem}.{tgt.name}.o",
+            "candidate.o",
+            "-o",
+            exe.name,
+        ]
+    )
+    if not link.ok:
+        entry["status"] = "link failed"
+        entry["diff"] = link.error()
+        return None
+    return ws.run(tgt.run_argv(exe))
+
+
+def _judge(expected: ToolResult, actual: ToolResult) -> dict:
+    """Compare the candidate's run with the reference's: same stdout, same exit status
+    and no timeout.
+
+    Returns:
+        The fields to add to the test's entry: stdout, returncode, timed_out, status
+        ("passed", "timed out" or "output differs") and, on a failure, diff (and stderr
+        when the candidate printed any).
+    """
+    fields: dict = {
+        "stdout": tail(actual.stdout),
+        "returncode": actual.returncode,
+        "timed_out": actual.timed_out,
+    }
+    same = (
+        not actual.timed_out
+        and actual.stdout == expected.stdout
+        and actual.returncode == expected.returncode
+    )
+    if same:
+        fields["status"] = "passed"
+    else:
+        fields["status"] = "timed out" if actual.timed_out else "output differs"
+        fields["diff"] = _diff(expected, actual)
+        if actual.stderr.strip():
+            fields["stderr"] = tail(actual.stderr)
+    return fields
+
+
+def _verdict(results: list[dict], tgt: Target, timeout: float, details: dict) -> Verification:
+    """The verdict on the drivers' entries: all agree, or how the first disagreement went.
+
+    Returns:
+        "verified" when every driver agreed with the reference, else "failed" naming the
+        first failing driver and the tool to blame (the linker or the runner).
+    """
+    failed = tally(results, details)
     runner = tgt.qemu or tgt.compiler
     where = f"under {tgt.qemu}" if tgt.qemu else "natively"
     if not failed:
@@ -257,9 +364,4 @@ def verify_transpiled(
     else:
         what = f"differs from the x86-64 reference:\n{first['diff']}"
         tool = runner
-    return Verification(
-        "failed",
-        f"{len(failed)} of {len(results)} tests failed; test {first['name']} {what}",
-        tool=tool,
-        details=details,
-    )
+    return tests_failed(failed, len(results), what, tool=tool, details=details)

@@ -16,19 +16,19 @@ time, file size and processes). Text that would make the compiler read a file
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-from .report import Verification
+from .report import Verification, tally, tests_failed
 from .toolchain import (
     MissingTool,
-    find_tool,
+    driver_stem,
+    missing_tool_verdict,
     resolve_tests,
     run_tool,
+    screen_answer,
     tail,
     workdir,
 )
-from .untrusted import UnsafeInput, check_source
 
 __all__ = ["verify_c_function"]
 
@@ -57,18 +57,10 @@ def verify_c_function(
     returncode, timed_out, stdout, stderr} (output tails).
     """
     found = resolve_tests(tests)
-    for name, src in found:
-        check_source(src, "c", f"test {name}")
     details: dict = {"compiler": compiler, "cflags": list(cflags), "tests": []}
-    try:
-        check_source(source, "c", "the candidate")
-    except UnsafeInput as e:
-        return Verification("failed", str(e), details=details)
-    if not found:
-        return Verification("unverified", "no tests given", details=details)
-    if find_tool(compiler) is None:
-        e = MissingTool(compiler)
-        return Verification("unverified", str(e), tool=compiler, details=details)
+    early = screen_answer(source, "c", found, [compiler], details)
+    if early is not None:
+        return early
 
     results: list[dict] = details["tests"]
     try:
@@ -90,41 +82,72 @@ def verify_c_function(
                 )
 
             for i, (name, test_src) in enumerate(found):
-                unit = d / f"unit_{i}.c"
                 # #line keeps gcc's diagnostics pointing into the driver's own file.
-                unit.write_text(
-                    f'#line 1 "candidate.c"\n{source}\n#line 1 "{name}"\n{test_src}\n',
-                    encoding="utf-8",
-                )
-                exe = d / f"test{i}_{re.sub(r'[^A-Za-z0-9_]', '_', Path(name).stem)}"
-                build = run_tool(
-                    [compiler, *cflags, unit.name, "-o", exe.name, *ldflags],
-                    cwd=d,
-                    timeout=compile_timeout,
-                )
-                entry: dict = {"name": name, "returncode": None, "timed_out": False}
-                if not build.ok:
-                    entry.update(
-                        status="build failed",
-                        stderr=build.error(),
-                    )
-                    results.append(entry)
-                    continue
-                run = run_tool([str(exe)], cwd=d, timeout=timeout, untrusted=True)
-                entry.update(
-                    returncode=run.returncode,
-                    timed_out=run.timed_out,
-                    stdout=tail(run.stdout),
-                    stderr=tail(run.stderr),
-                    status="passed" if run.ok else run.describe(),
+                unit_src = f'#line 1 "candidate.c"\n{source}\n#line 1 "{name}"\n{test_src}\n'
+                entry = _run_test(
+                    d,
+                    i,
+                    name,
+                    unit_src,
+                    [compiler, *cflags],
+                    ldflags,
+                    timeout=timeout,
+                    compile_timeout=compile_timeout,
                 )
                 results.append(entry)
     except MissingTool as e:
-        return Verification("unverified", str(e), tool=e.tool, details=details)
+        return missing_tool_verdict(e, details)
+    return _verdict(results, compiler, timeout, details)
 
-    failed = [r for r in results if r["status"] != "passed"]
-    details["total"] = len(results)
-    details["passed"] = len(results) - len(failed)
+
+def _run_test(
+    d: Path,
+    i: int,
+    name: str,
+    unit_src: str,
+    compile_argv: list[str],
+    ldflags: tuple[str, ...],
+    *,
+    timeout: float,
+    compile_timeout: float,
+) -> dict:
+    """Build test `i`'s translation unit (the candidate, then the driver) in `d` with
+    `compile_argv` (the compiler and its flags) and run it.
+
+    Returns:
+        The test's entry for details["tests"]: {name, returncode, timed_out, status,
+        stderr} when it does not build, with stdout too when it ran.
+    """
+    unit = d / f"unit_{i}.c"
+    unit.write_text(unit_src, encoding="utf-8")
+    exe = d / f"test{i}_{driver_stem(name)}"
+    build = run_tool(
+        [*compile_argv, unit.name, "-o", exe.name, *ldflags],
+        cwd=d,
+        timeout=compile_timeout,
+    )
+    entry: dict = {"name": name, "returncode": None, "timed_out": False}
+    if not build.ok:
+        entry.update(status="build failed", stderr=build.error())
+        return entry
+    run = run_tool([str(exe)], cwd=d, timeout=timeout, untrusted=True)
+    entry.update(
+        returncode=run.returncode,
+        timed_out=run.timed_out,
+        stdout=tail(run.stdout),
+        stderr=tail(run.stderr),
+        status="passed" if run.ok else run.describe(),
+    )
+    return entry
+
+
+def _verdict(results: list[dict], compiler: str, timeout: float, details: dict) -> Verification:
+    """The verdict on the tests' entries: all passed, or how the first failure went.
+
+    Returns:
+        "verified" when every test passed, else "failed" naming the first failing test.
+    """
+    failed = tally(results, details)
     if not failed:
         return Verification(
             "verified", f"all {len(results)} tests passed", tool=compiler, details=details
@@ -139,9 +162,4 @@ def verify_c_function(
         out = (first.get("stderr") or first.get("stdout") or "").strip()
         if out:
             what += f"\n{tail(out, 1000)}"
-    return Verification(
-        "failed",
-        f"{len(failed)} of {len(results)} tests failed; test {first['name']} {what}",
-        tool=compiler,
-        details=details,
-    )
+    return tests_failed(failed, len(results), what, tool=compiler, details=details)
