@@ -24,7 +24,14 @@ import re
 from pathlib import Path
 
 from .report import Verification
-from .toolchain import MissingTool, ToolError, run_tool, trim_message, workdir
+from .toolchain import (
+    MissingTool,
+    ToolError,
+    missing_tool_verdict,
+    run_tool,
+    trim_message,
+    workdir,
+)
 from .untrusted import check_source
 
 __all__ = ["ToolError", "count_ir_instructions", "ir_stats", "normalize_passes", "verify_pass_list"]
@@ -279,52 +286,109 @@ def verify_pass_list(
 
     try:
         with workdir() as d:
-            src = d / "input.ll"
-            src.write_text(ir, encoding="utf-8")
-            try:
-                base = _stats_of_file(src, d, timeout)
-            except ToolError as e:
-                return Verification(
-                    "failed", f"input IR is invalid: {e}", tool=e.tool, details=details
-                )
-            details["input_instructions"] = base["instructions"]
-            details["input_object_size"] = base["object_size"]
-
-            # The -Oz baseline. Should LLVM itself fail on it, the model's answer can still
-            # be judged on its own; there is just nothing to fall back to.
-            oz_ir: str | None = None
-            oz: dict[str, int | None] = {"instructions": None, "object_size": None}
-            try:
-                oz_ir = _opt(["-passes=default<Oz>"], src, d, timeout)
-                oz_path = d / "oz.ll"
-                oz_path.write_text(oz_ir, encoding="utf-8")
-                oz = dict(_stats_of_file(oz_path, d, timeout))
-            except ToolError as e:
-                oz_ir = None
-                details["oz_error"] = str(e)
-            details["oz_instructions"] = oz["instructions"]
-            details["oz_object_size"] = oz["object_size"]
-
-            model_path = d / "model.ll"
-            try:
-                model_ir = _opt([f"-passes={normalized}"], src, d, timeout)
-                model_path.write_text(model_ir, encoding="utf-8")
-                model = _stats_of_file(model_path, d, timeout)
-            except ToolError as e:
-                details["chosen"] = "-Oz" if oz_ir is not None else None
-                details["optimized_ir"] = oz_ir
-                return Verification("failed", str(e), tool=e.tool, details=details)
-
-            details["instructions"] = model["instructions"]
-            details["object_size"] = model["object_size"]
-            oz_size = oz["object_size"]
-            better = oz_size is None or model["object_size"] <= oz_size
-            details["better_than_oz"] = better if oz_size is not None else None
-            details["chosen"] = "model" if better else "-Oz"
-            details["optimized_ir"] = model_ir if better else oz_ir
+            failure = _measure(ir, normalized, d, timeout, details)
+            if failure is not None:
+                return failure
     except MissingTool as e:
-        return Verification("unverified", str(e), tool=e.tool, details=details)
+        return missing_tool_verdict(e, details)
 
+    notes = _prediction_notes(predicted_instructions, predicted_size, details)
+    summary = (
+        f"opt -passes={normalized}: {details['instructions']} instructions, "
+        f"object size {details['object_size']} (-Oz: {details['oz_instructions']}, "
+        f"{details['oz_object_size']}); chosen: {details['chosen']}"
+    )
+    if "oz_error" in details:
+        notes.append(f"the -Oz baseline failed: {details['oz_error']}")
+    if "optnone" in ir:
+        notes.append("the input IR has optnone functions, which opt leaves unoptimized")
+    message = summary + ("; " + "; ".join(notes) if notes else "")
+    return Verification("verified", message, tool="opt", details=details)
+
+
+def _optimize(passes: str, src: Path, out_name: str, cwd: Path, timeout: float) -> tuple[str, dict]:
+    """Run `opt -passes=<passes>` on src, keep its output as out_name and measure it.
+
+    Returns:
+        (the optimized IR, its _stats_of_file); ToolError when opt or llc rejects it.
+    """
+    text = _opt([f"-passes={passes}"], src, cwd, timeout)
+    path = cwd / out_name
+    path.write_text(text, encoding="utf-8")
+    return text, _stats_of_file(path, cwd, timeout)
+
+
+def _measure(
+    ir: str, normalized: str, d: Path, timeout: float, details: dict
+) -> Verification | None:
+    """Measure the input IR, its -Oz build and the model's pipeline in the work directory
+    `d`, and choose between -Oz and the model; everything measured goes in details.
+
+    Returns:
+        The "failed" verdict when the input IR is invalid or opt/llc rejects the model's
+        pipeline; None when the pipeline was measured.
+    """
+    src = d / "input.ll"
+    src.write_text(ir, encoding="utf-8")
+    try:
+        base = _stats_of_file(src, d, timeout)
+    except ToolError as e:
+        return Verification("failed", f"input IR is invalid: {e}", tool=e.tool, details=details)
+    details["input_instructions"] = base["instructions"]
+    details["input_object_size"] = base["object_size"]
+
+    oz_ir, oz = _oz_baseline(src, d, timeout, details)
+    try:
+        model_ir, model = _optimize(normalized, src, "model.ll", d, timeout)
+    except ToolError as e:
+        details["chosen"] = "-Oz" if oz_ir is not None else None
+        details["optimized_ir"] = oz_ir
+        return Verification("failed", str(e), tool=e.tool, details=details)
+
+    details["instructions"] = model["instructions"]
+    details["object_size"] = model["object_size"]
+    oz_size = oz["object_size"]
+    better = oz_size is None or model["object_size"] <= oz_size
+    details["better_than_oz"] = better if oz_size is not None else None
+    details["chosen"] = "model" if better else "-Oz"
+    details["optimized_ir"] = model_ir if better else oz_ir
+    return None
+
+
+def _oz_baseline(
+    src: Path, d: Path, timeout: float, details: dict
+) -> tuple[str | None, dict[str, int | None]]:
+    """The -Oz build of src, recorded in details (oz_instructions, oz_object_size, and
+    oz_error when LLVM fails on it).
+
+    Should LLVM itself fail on it, the model's answer can still be judged on its own;
+    there is just nothing to fall back to.
+
+    Returns:
+        (the -Oz IR, or None when it failed; its stats, with None values when it failed).
+    """
+    oz_ir: str | None = None
+    oz: dict[str, int | None] = {"instructions": None, "object_size": None}
+    try:
+        oz_ir, stats = _optimize("default<Oz>", src, "oz.ll", d, timeout)
+        oz = dict(stats)
+    except ToolError as e:
+        oz_ir = None
+        details["oz_error"] = str(e)
+    details["oz_instructions"] = oz["instructions"]
+    details["oz_object_size"] = oz["object_size"]
+    return oz_ir, oz
+
+
+def _prediction_notes(
+    predicted_instructions: int | None, predicted_size: int | None, details: dict
+) -> list[str]:
+    """Check the model's predicted instruction count and object size, when given, against
+    what was measured, recording predicted_* and *_match in details.
+
+    Returns:
+        One note for each prediction that does not match, in that order.
+    """
     notes = []
     if predicted_instructions is not None:
         match = predicted_instructions == details["instructions"]
@@ -344,14 +408,4 @@ def verify_pass_list(
                 f"predicted object size {predicted_size} but llvm-size measured "
                 f"{details['object_size']}"
             )
-    summary = (
-        f"opt -passes={normalized}: {details['instructions']} instructions, "
-        f"object size {details['object_size']} (-Oz: {details['oz_instructions']}, "
-        f"{details['oz_object_size']}); chosen: {details['chosen']}"
-    )
-    if "oz_error" in details:
-        notes.append(f"the -Oz baseline failed: {details['oz_error']}")
-    if "optnone" in ir:
-        notes.append("the input IR has optnone functions, which opt leaves unoptimized")
-    message = summary + ("; " + "; ".join(notes) if notes else "")
-    return Verification("verified", message, tool="opt", details=details)
+    return notes
