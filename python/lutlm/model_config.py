@@ -21,7 +21,7 @@ FAMILIES: dict[str, dict[str, Any]] = {
 }
 HIDDEN_ACTS = ("silu", "relu2")
 ROPE_SCALINGS = ("linear", "llama3", "default")
-# The attention and RoPE kernels' limit (csrc/bindings.cpp).
+# The attention and RoPE kernels' limit (csrc/bind_common.cpp).
 MAX_HEAD_DIM = 1024
 _POSITIVE_INTS = (
     "vocab_size",

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-import lutlm.kernels as kernels
+import lutlm.kernels as gpu_kernels
 from lutlm.backends.base import Backend, PagedKVCache
 from lutlm.backends.batch import ForwardBatch
 from lutlm.kernels import AttentionPlan, QuantWeight, pack_quant, quant_matmul, rope_cos_sin
@@ -87,7 +87,7 @@ class GpuLinear:
 class GpuRope:
     inv_freq: np.ndarray  # float32 [hd / 2]
     interleaved: bool
-    cos_sin: torch.Tensor  # fp32 [positions, 2, hd / 2] (kernels.rope_cos_sin)
+    cos_sin: torch.Tensor  # fp32 [positions, 2, hd / 2] (lutlm.kernels.rope_cos_sin)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,10 +116,10 @@ class GpuBackend(Backend):
     """
 
     cache_type = GpuKVCache
-    kernels = kernels
+    kernels = gpu_kernels
 
     def __init__(self, device: str = "cuda", gemv: str = "auto") -> None:
-        if device == "cpu" and not kernels.interpreting():
+        if device == "cpu" and not gpu_kernels.interpreting():
             raise RuntimeError(
                 "the GPU backend on device 'cpu' runs the Triton kernels in the interpreter: "
                 "set TRITON_INTERPRET=1 before lutlm.kernels is imported (tests only; slow)"
@@ -181,14 +181,14 @@ class GpuBackend(Backend):
             n = 2 * step.max_position + 1
             rope.cos_sin = rope_cos_sin(rope.inv_freq, n, self.device)
         heads = num_heads + kv_heads  # q and k heads lead the qkv rows: one call rotates both
-        kernels.rope(qkv, step.positions, rope.cos_sin, heads, head_dim, rope.interleaved)
-        kernels.write_kv(qkv, step.slots, k_cache, v_cache, num_heads)
+        gpu_kernels.rope(qkv, step.positions, rope.cos_sin, heads, head_dim, rope.interleaved)
+        gpu_kernels.write_kv(qkv, step.slots, k_cache, v_cache, num_heads)
         return qkv
 
     def paged_attention(
         self, q: torch.Tensor, step: GpuStep, layer: int, num_heads: int, scale: float
     ) -> torch.Tensor:
-        return kernels.paged_attention(
+        return gpu_kernels.paged_attention(
             q,
             step.cache.k[layer],
             step.cache.v[layer],

@@ -98,7 +98,7 @@ class Int4Weight:
 
     @staticmethod
     def array_specs(N: int, K: int, group_size: int) -> dict[str, ArraySpec]:
-        """Dtype and shape of each packed array (as csrc/bindings.cpp checks them); "m"
+        """Dtype and shape of each packed array (csrc/bind_gemm.cpp checks them); "m"
         is absent from symmetric weights."""
         NT, Kp = num_tiles(N), padded_k(K, group_size)
         scales = (np.uint16, (NT, Kp // group_size, TILE_ROWS))

@@ -68,7 +68,7 @@ class Int8Weight:
 
     @staticmethod
     def array_specs(N: int, K: int, group_size: int) -> dict[str, ArraySpec]:
-        """Dtype and shape of each packed array (as csrc/bindings.cpp checks them)."""
+        """Dtype and shape of each packed array (csrc/bind_gemm.cpp checks them)."""
         NT, Kp = num_tiles(N), padded_k(K, group_size)
         return {
             "codes": (np.int8, (NT, Kp // 4, TILE_ROWS, 4)),

@@ -64,7 +64,7 @@ class TernaryWeight:
 
     @staticmethod
     def array_specs(N: int, K: int, group_size: int = 0) -> dict[str, ArraySpec]:
-        """Dtype and shape of each packed array (as csrc/bindings.cpp checks them);
+        """Dtype and shape of each packed array (csrc/bind_gemm.cpp checks them);
         group_size is not used (one scale per row)."""
         codes = (num_tiles(N), padded_k(K) // TERNARY_STEP_K, STEP_BYTES)
         return {"codes": (np.uint8, codes), "scales": (np.float32, (N,))}
