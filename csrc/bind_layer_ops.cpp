@@ -3,6 +3,20 @@
 
 namespace lutlm::bind {
 
+namespace {
+
+// An array the op writes in place. pybind11 would silently convert a float64 (or
+// strided) array into a temporary float32 copy, and the update would be lost: refuse it.
+py::array_t<float> inplace_f32(const py::object& obj, const std::string& what) {
+  py::array arr = py::array::ensure(obj);
+  if (!arr || !arr.dtype().is(py::dtype::of<float>()) || !(arr.flags() & py::array::c_style) ||
+      !arr.writeable())
+    fail(what);
+  return py::reinterpret_borrow<py::array_t<float>>(arr);
+}
+
+}  // namespace
+
 void bind_layer_ops(py::module_& mod) {
   mod.def("rms_norm", [](const py::object& x_obj, const py::object& w_obj, float eps) {
     auto w = require<float>(w_obj, "w", "float32", {-1});
@@ -17,12 +31,14 @@ void bind_layer_ops(py::module_& mod) {
     return y;
   }, py::arg("x"), py::arg("w"), py::arg("eps"), "RMSNorm of each row of x [T, D].");
 
-  mod.def("add_rms_norm", [](py::array_t<float> h, const py::object& d_obj,
+  mod.def("add_rms_norm", [](const py::object& h_obj, const py::object& d_obj,
                              const py::object& w_obj, float eps) {
     auto w = require<float>(w_obj, "w", "float32", {-1});
     const int64_t D = w.shape(0);
-    if (h.ndim() != 2 || h.shape(1) != D || !(h.flags() & py::array::c_style) || !h.writeable())
-      fail("h must be a writable C-contiguous float32 [T, " + std::to_string(D) + "] array");
+    const std::string want =
+        "h must be a writable C-contiguous float32 [T, " + std::to_string(D) + "] array";
+    py::array_t<float> h = inplace_f32(h_obj, want);
+    if (h.ndim() != 2 || h.shape(1) != D) fail(want);
     py::array_t<float> d = activations(d_obj, D);
     if (d.shape(0) != h.shape(0)) fail("delta and h must have the same number of rows");
     const int64_t T = h.shape(0);
@@ -35,10 +51,11 @@ void bind_layer_ops(py::module_& mod) {
   }, py::arg("h"), py::arg("delta"), py::arg("w"), py::arg("eps"),
      "h += delta in place; returns RMSNorm(h).");
 
-  mod.def("rope", [](py::array_t<float> x, const py::object& pos_obj, const py::object& f_obj,
+  mod.def("rope", [](const py::object& x_obj, const py::object& pos_obj, const py::object& f_obj,
                      bool interleaved) {
-    if (x.ndim() != 3 || !(x.flags() & py::array::c_style) || !x.writeable())
-      fail("x must be a writable C-contiguous float32 [T, heads, head_dim] array");
+    const std::string want = "x must be a writable C-contiguous float32 [T, heads, head_dim] array";
+    py::array_t<float> x = inplace_f32(x_obj, want);
+    if (x.ndim() != 3) fail(want);
     const int64_t T = x.shape(0), H = x.shape(1), d = x.shape(2);
     check_rope_head_dim(d);
     auto pos = require<int64_t>(pos_obj, "positions", "int64", {T});

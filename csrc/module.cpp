@@ -11,6 +11,9 @@ PYBIND11_MODULE(_C, mod) {
   mod.doc() = "lutlm native kernels: ternary, INT4 and INT8 GEMM on the CPU";
   mod.attr("TILE_ROWS") = kTileRows;
   mod.attr("K_ALIGN") = kKAlign;
+  mod.attr("STEP_BYTES") = kStepBytes;
+  mod.attr("TERNARY_STEP_K") = kTernaryStepK;
+  mod.attr("INT4_STEP_K") = kInt4StepK;
   bind::bind_runtime(mod);
   bind::bind_pack(mod);
   bind::bind_gemm(mod);

@@ -150,3 +150,18 @@ def test_layer_ops_release_the_gil(op):
     assert share > 0.5 * baseline, (
         f"beside {op} the main thread ran {share:.0%} of the time, beside sha256 {baseline:.0%}"
     )
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float16])
+def test_in_place_ops_refuse_arrays_they_would_silently_copy(dtype):
+    """add_rms_norm and rope write into their argument: an array of another dtype would be
+    converted to a temporary float32 copy and the update lost, so it is an error."""
+    h = np.zeros((2, 8), dtype)
+    with pytest.raises(ValueError, match="h must be a writable C-contiguous float32"):
+        _C.add_rms_norm(h, np.ones((2, 8), np.float32), np.ones(8, np.float32), 1e-6)
+    x = np.zeros((2, 1, 8), dtype)
+    with pytest.raises(ValueError, match="x must be a writable C-contiguous float32"):
+        _C.rope(x, np.arange(2, dtype=np.int64), np.ones(4, np.float32), False)
+    strided = np.zeros((2, 16), np.float32)[:, ::2]
+    with pytest.raises(ValueError, match="h must be"):
+        _C.add_rms_norm(strided, np.ones((2, 8), np.float32), np.ones(8, np.float32), 1e-6)

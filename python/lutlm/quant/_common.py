@@ -11,14 +11,14 @@ from lutlm import _C
 METHODS = ("auto", "lut", "mad")
 GROUP_SIZES = (32, 64, 128)
 
-# The packed layouts' dimensions (csrc/quant_types.h). lutlm._C exports the tile height and
-# the K alignment; the step geometry is mirrored here, once, and tests/test_quant.py checks
-# every format's declared shapes against what its packer produces.
+# The packed layouts' dimensions, exported once from csrc/quant_types.h by lutlm._C;
+# tests/test_quant.py checks every format's declared shapes against what its packer
+# produces.
 TILE_ROWS = _C.TILE_ROWS  # output rows per tile (kTileRows)
 K_ALIGN = _C.K_ALIGN  # K is padded to this, and to the group size (kKAlign)
-STEP_BYTES = 32  # bytes of one step of a tile (kStepBytes)
-TERNARY_STEP_K = 8  # k values one ternary step covers (kTernaryStepK)
-INT4_STEP_K = 4  # k values one INT4 step covers (kInt4StepK)
+STEP_BYTES = _C.STEP_BYTES  # bytes of one step of a tile (kStepBytes)
+TERNARY_STEP_K = _C.TERNARY_STEP_K  # k values one ternary step covers (kTernaryStepK)
+INT4_STEP_K = _C.INT4_STEP_K  # k values one INT4 step covers (kInt4StepK)
 
 
 # A packed array's dtype and shape.
