@@ -304,7 +304,7 @@ def _cmd_decompile(args: argparse.Namespace) -> int:
 
 
 def _cmd_transpile(args: argparse.Namespace) -> int:
-    from lutlm.tasks.toolchain import get_target
+    from lutlm.tasks.targets import get_target
     from lutlm.tasks.transpile import TASK, assembly_syntax, to_syntax, transpile
 
     preset = _preset(args.preset, TASK)

@@ -20,7 +20,8 @@ import shutil
 from pathlib import Path
 from typing import Literal
 
-from .toolchain import MissingTool, ToolError, get_target, run_tool, trim_message, workdir
+from .targets import get_target
+from .toolchain import MissingTool, ToolError, run_tool, trim_message, workdir
 from .untrusted import check_source
 
 __all__ = [

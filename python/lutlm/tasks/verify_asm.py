@@ -26,12 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .report import Verification, tally, tests_failed
+from .targets import Target, get_target
 from .toolchain import (
     MissingTool,
-    Target,
     ToolResult,
     driver_stem,
-    get_target,
     missing_tool_verdict,
     resolve_tests,
     run_tool,
