@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from lutlm.backends import resolve_device
+from lutlm.backends.base import PagedKVCache
 from lutlm.config import EngineConfig, LoadConfig, split_options
 from lutlm.default_model import default_model_path
 from lutlm.engine.engine import LLMEngine
 from lutlm.engine.outputs import RequestOutput
 from lutlm.engine.sampling_params import SamplingParams
 from lutlm.model import load_model
-from lutlm.model.kv_cache import KVCache
 from lutlm.tokenizer import Tokenizer
 
 
@@ -71,7 +71,7 @@ class LLM:
                 f"more than the {config.vocab_size} of the model's vocab_size (rows of its "
                 "embedding); the tokenizer and the weights do not belong together"
             )
-        block_bytes = KVCache.bytes_per_block(config, engine.block_size)
+        block_bytes = PagedKVCache.bytes_per_block(config, engine.block_size)
         num_blocks = max(1, int(engine.kv_cache_memory_gb * 2**30) // block_bytes)
         eos = set(self.tokenizer.eos_token_ids) | set(config.eos_token_ids)
         self.engine = LLMEngine(
