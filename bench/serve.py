@@ -141,16 +141,19 @@ async def load(
 
     async def one(prompt: str) -> None:
         t0 = time.perf_counter()
-        last, n, finish = None, 0, None
+        last, n, finish, used = None, 0, None, None
         stream = await client.completions.create(
             model="m",
             prompt=prompt,
             max_tokens=max_tokens,
             temperature=0.8,
             stream=True,
+            stream_options={"include_usage": True},
             logit_bias={str(e): -100 for e in eos},
         )
         async for ch in stream:
+            if ch.usage is not None:
+                used = ch.usage.completion_tokens
             if not ch.choices:
                 continue
             now = time.perf_counter()
@@ -162,10 +165,15 @@ async def load(
                     itl.append(now - last)
                 last = now
             finish = ch.choices[0].finish_reason or finish
-        # A chunk is one token, except where a token adds no text on its own (part of a
-        # character); a request cut short shows as far fewer chunks.
-        if finish not in ("length", None) or n < 0.9 * max_tokens:
-            raise RuntimeError(f"a request ended with {finish!r} after {n} of {max_tokens} tokens")
+        # The usage chunk counts the tokens; without one (a server that ignores
+        # stream_options), a chunk is one token, except where a token adds no text on its
+        # own (part of a character), and a request cut short shows as far fewer chunks.
+        short = used < max_tokens if used is not None else n < 0.9 * max_tokens
+        if finish not in ("length", None) or short:
+            got = used if used is not None else n
+            raise RuntimeError(
+                f"a request ended with {finish!r} after {got} of {max_tokens} tokens"
+            )
         counts.append(n)
 
     async with client:
