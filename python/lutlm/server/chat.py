@@ -27,6 +27,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     state: ServerState = request.app.state.lutlm
     state.ready()
     state.check_model(body.model)
+    gen.log_unknown_fields(body)
+    gen.check_unsupported(body)
     gen.check_n(state, body.n)
     if body.top_logprobs is not None and not body.logprobs:
         raise APIError("top_logprobs needs logprobs=true", param="top_logprobs")

@@ -25,6 +25,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     state: ServerState = request.app.state.lutlm
     state.ready()
     state.check_model(body.model)
+    gen.log_unknown_fields(body)
     if body.suffix:
         raise APIError("suffix is not supported", param="suffix")
     gen.check_n(state, body.n)

@@ -9,6 +9,7 @@ Public, so that the OpenAI routes (completions.py, chat.py) and the task routes
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 
@@ -21,6 +22,7 @@ from lutlm.server.protocol import APIError
 from lutlm.server.state import ServerState
 
 Event = StepOutput | RequestOutput
+log = logging.getLogger("lutlm.server")
 
 
 def api_error(e: InvalidRequest, rename: dict[str, str] | None = None) -> APIError:
@@ -28,6 +30,36 @@ def api_error(e: InvalidRequest, rename: dict[str, str] | None = None) -> APIErr
     to the route's (a chat's "prompt" is its "messages")."""
     param = (rename or {}).get(e.param or "", e.param)
     return APIError(str(e), param=param, code=e.code)
+
+
+# Fields OpenAI clients send that have no effect here by design (no stored
+# conversations, no tiers, no per-user tracking); they are not logged as unknown.
+NO_EFFECT_FIELDS = frozenset({"user", "store", "metadata", "service_tier", "parallel_tool_calls"})
+
+
+def log_unknown_fields(body) -> None:
+    """Log the request fields lutlm does not know, by name (they have no effect)."""
+    extra = sorted(set(body.model_extra or ()) - NO_EFFECT_FIELDS)
+    if extra:
+        log.warning("ignoring unknown request fields: %s", ", ".join(extra))
+
+
+def check_unsupported(body) -> None:
+    """Refuse what a chat request may ask for that lutlm cannot do yet, rather than answer
+    with free text where the client expects a tool call or JSON."""
+    fmt = body.response_format
+    if fmt is not None and fmt.get("type") != "text":
+        raise APIError(
+            f"response_format of type {fmt.get('type')!r} is not supported: lutlm has no "
+            "constrained decoding yet and would answer with free text",
+            param="response_format",
+        )
+    if body.tools:
+        raise APIError("tools are not supported yet (no tool-call parsing)", param="tools")
+    if body.tool_choice not in (None, "none"):
+        raise APIError(
+            f"tool_choice {body.tool_choice!r} is not supported yet", param="tool_choice"
+        )
 
 
 def check_n(state: ServerState, n: int, param: str = "n") -> None:

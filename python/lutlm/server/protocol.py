@@ -55,6 +55,10 @@ class StreamOptions(_Strict):
 
 
 class _SamplingFields(_Strict):
+    # Unknown fields are kept (not refused, as OpenAI does not refuse them) so that the
+    # route can log them by name: a typo like `max_token` must be visible.
+    model_config = ConfigDict(strict=True, extra="allow")
+
     model: str | None = None
     temperature: float | None = None
     top_p: float | None = None
