@@ -51,6 +51,10 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
         best_of,
     )
     gen.check_request(state, prompts, params)
+    texts = [  # token-id prompts as text, once the engine has checked the ids
+        t if t is not None else await _decode(state, ids)
+        for t, ids in zip(texts, prompts, strict=True)
+    ]
     cid = f"cmpl-{uuid.uuid4().hex}"
     head = {
         "id": cid,
@@ -85,8 +89,13 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     return JSONResponse({**head, "choices": choices, "usage": _usage(prompts, finals)})
 
 
-async def _prompts(state: ServerState, prompt) -> tuple[list[list[int]], list[str]]:
-    """Token ids and text of each prompt (text, a list of texts, ids, a list of ids)."""
+async def _decode(state: ServerState, ids: list[int]) -> str:
+    return await asyncio.to_thread(state.tokenizer.decode, ids, skip_special_tokens=False)
+
+
+async def _prompts(state: ServerState, prompt) -> tuple[list[list[int]], list[str | None]]:
+    """Token ids of each prompt (text, a list of texts, ids, a list of ids), and the text
+    of those given as text (None for ids: decoded once the engine has checked them)."""
     if isinstance(prompt, str):
         prompt = [prompt]
     if not prompt:
@@ -99,10 +108,8 @@ async def _prompts(state: ServerState, prompt) -> tuple[list[list[int]], list[st
             ids.append(await asyncio.to_thread(state.tokenizer.encode, p))
             texts.append(p)
         else:
-            ids.append(list(p))  # the engine checks the ids (gen.check_request)
-            texts.append(
-                await asyncio.to_thread(state.tokenizer.decode, p, skip_special_tokens=False)
-            )
+            ids.append(list(p))
+            texts.append(None)
     return ids, texts
 
 
