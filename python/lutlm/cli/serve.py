@@ -78,6 +78,12 @@ def add_commands(command: AddCommand) -> None:
         help="serve /metrics without the API key (everything but /health needs it otherwise)",
     )
     serve.add_argument(
+        "--no-web-ui",
+        dest="web_ui",
+        action="store_false",
+        help="do not serve the chat and compiler-tasks page at /",
+    )
+    serve.add_argument(
         "--log-level",
         default="info",
         choices=("critical", "error", "warning", "info", "debug", "trace"),
@@ -160,6 +166,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_n=args.max_n,
         max_request_bytes=args.max_request_bytes,
         expose_metrics=args.expose_metrics,
+        web_ui=args.web_ui,
     )
     # Loaded before the server binds: a missing or broken model stops here with the
     # loader's message, instead of a server that answers 500 to every request.
@@ -178,6 +185,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             await super().startup(sockets=sockets)
             if self.started:
                 log.info("serving %s on %s (OpenAI API at %s/v1)", name, url, url)
+                if config.web_ui:
+                    log.info("web page at %s/", url)
 
     uv_config = uvicorn.Config(
         create_app(config, llm=llm), host=args.host, port=args.port, log_level=args.log_level

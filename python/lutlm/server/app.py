@@ -1,7 +1,8 @@
 """The OpenAI-compatible HTTP server: a FastAPI app over an AsyncEngine.
 
 `create_app` wires the parts: the request guards (middleware.py), the routes
-(completions.py, chat.py, tasks_api.py, and the small ones here: health, metrics,
+(completions.py, chat.py, tasks_api.py, the page at / in web_ui.py unless
+config.web_ui is off, and the small ones here: health, metrics,
 models, tokenize), and OpenAI's error shape for every error (400 bad parameter, 401 bad
 key, 404 unknown model or path, 405 wrong method, 413 body too large, 503 loading or
 queue full). The generating routes check everything before a streamed response sends its
@@ -24,7 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lutlm.server import chat, completions, tasks_api
+from lutlm.server import chat, completions, tasks_api, web_ui
 from lutlm.server.generation import chat_prompt
 from lutlm.server.middleware import ApiKeyGuard, BodyGuard
 from lutlm.server.protocol import APIError, DetokenizeRequest, TokenizeRequest
@@ -58,6 +59,8 @@ def create_app(config: ServerConfig, llm=None) -> FastAPI:
     app.state.lutlm = state
     for module in (completions, chat, tasks_api):
         app.include_router(module.router)
+    if config.web_ui:
+        app.include_router(web_ui.router)
     _add_middleware(app, config)
     _add_error_handlers(app)
     _add_small_routes(app, state)
@@ -70,6 +73,8 @@ def _add_middleware(app: FastAPI, config: ServerConfig) -> None:
     app.add_middleware(BodyGuard, max_bytes=config.max_request_bytes)
     if config.api_key:
         open_paths = {"/health"} | ({"/metrics"} if config.expose_metrics else set())
+        if config.web_ui:  # the page loads without the key, then asks for it
+            open_paths |= set(web_ui.WEB_FILES)
         app.add_middleware(ApiKeyGuard, api_key=config.api_key, open_paths=frozenset(open_paths))
     if config.allowed_origins:
         from fastapi.middleware.cors import CORSMiddleware

@@ -3,8 +3,9 @@
 Both are plain ASGI middleware (not Starlette's BaseHTTPMiddleware, which wraps the
 receive channel and hides a client's disconnect from the routes that poll for it).
 
-- `ApiKeyGuard`: with a key set, every path but /health (and /metrics when the operator
-  exposes it) needs `Authorization: Bearer KEY`. CORS preflights never reach it: the
+- `ApiKeyGuard`: with a key set, every path but /health (/metrics when the operator
+  exposes it, and the page's static files, which hold no secret and then ask for the
+  key) needs `Authorization: Bearer KEY`. CORS preflights never reach it: the
   CORS middleware sits outside and answers them itself, so browsers can use a keyed
   server cross-origin.
 - `BodyGuard`: a body larger than the limit is a 413, refused from its Content-Length
@@ -66,7 +67,8 @@ class ApiKeyGuard:
     """Args:
     app: the application inside.
     api_key: the key every request but the open paths must carry.
-    open_paths: paths served without the key (/health; /metrics when exposed).
+    open_paths: paths served without the key (/health; /metrics when exposed; the web
+        page's files).
     """
 
     def __init__(self, app: ASGIApp, api_key: str, open_paths: frozenset[str]) -> None:

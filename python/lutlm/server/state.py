@@ -37,6 +37,7 @@ class ServerConfig:
     # sandbox of lutlm.tasks.sandbox): off unless asked for.
     allow_test_execution: bool = False
     allowed_origins: list[str] = field(default_factory=list)  # CORS off when empty
+    web_ui: bool = True  # the chat and tasks page at / (server/web/); --no-web-ui is False
 
     @classmethod
     def from_options(cls, **options: Any) -> ServerConfig:
