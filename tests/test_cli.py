@@ -82,6 +82,7 @@ def test_help_shows_defaults_and_exit_codes():
     serve = run_cli("serve", "--help").stdout
     assert "(default: 8000)" in serve and "(default: 127.0.0.1)" in serve
     assert "(default: int4" in serve and "exit codes:" in serve
+    assert "--no-web-ui" in serve
     gen = run_cli("generate", "--help").stdout
     assert "(default: 256)" in gen and "(default: 0.0)" in gen and "130" in gen
     task = run_cli("optimize-ir", "--help").stdout
@@ -217,6 +218,8 @@ def test_serve_logs_model_load_time_and_url_when_ready():
         log = read_until(proc, proc.stderr, f"{url} (OpenAI API".encode()).decode()
         with urllib.request.urlopen(f"{url}/v1/models", timeout=30) as r:
             assert json.load(r)["data"][0]["id"] == "SmolLM2-135M-Instruct.Q4_1"
+        with urllib.request.urlopen(f"{url}/", timeout=30) as r:  # the web page, on by default
+            assert b"<title>lutlm</title>" in r.read()
         proc.send_signal(signal.SIGINT)
         rest = proc.communicate(timeout=60)[1].decode()
     finally:
@@ -224,6 +227,7 @@ def test_serve_logs_model_load_time_and_url_when_ready():
     assert proc.returncode == 0, log + rest
     assert re.search(r"loaded SmolLM2-135M-Instruct\.Q4_1\.gguf in \d+\.\d s", log), log
     assert f"serving SmolLM2-135M-Instruct.Q4_1 on {url}" in log
+    assert f"web page at {url}/" in log + rest
     # The model is loaded, and said so, before uvicorn binds.
     assert log.index("loaded SmolLM2") < log.index("Uvicorn running")
     assert "Traceback" not in log + rest
