@@ -228,6 +228,7 @@ def test_task_round_trip_shows_verification(browser, server, tmp_path):
     open_page(browser, server)
     wait(browser, lambda d: "smol" in d.find_element(By.ID, "model-info").text, what="model info")
     settings(browser, temperature=0, **{"max-tokens": 24})
+    browser.find_element(By.ID, "toggle-settings").click()  # closed again, for the screenshot
     browser.find_element(By.ID, "tab-tasks").click()
     assert not browser.find_element(By.ID, "chat-view").is_displayed()
     browser.find_element(By.ID, "task-input").send_keys(TINY_IR)
