@@ -79,6 +79,8 @@ async function loadModel() {
       if (!state.key) $("model-info").textContent = "API key needed";
     } else {
       showError(`Cannot reach the model: ${e.message}`);
+      // 503: still loading (or busy); the page connects by itself once it is ready.
+      if (e.status === 503) setTimeout(loadModel, 2000);
     }
   }
 }
