@@ -8,8 +8,11 @@ from collections.abc import Callable
 from typing import Any
 
 from lutlm.cli.errors import UsageError
+from lutlm.config import LoadConfig
 
-DEFAULT_WEIGHTS, DEFAULT_HEAD = "int4", "int8"
+# The load options' defaults are LoadConfig's (one default per option).
+_LOAD = LoadConfig()
+DEFAULT_WEIGHTS, DEFAULT_HEAD = _LOAD.weights, _LOAD.head
 
 PROMPT_LOOKUP_HELP = (
     "draft up to this many tokens per step by copying from the prompt, verified in one "
@@ -103,7 +106,7 @@ def weight_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--act-bits",
         type=int,
-        default=16,
+        default=_LOAD.act_bits,
         choices=(8, 16),
         help="activation precision of INT4 layers: 16 (two int8 passes, reference-grade) "
         "or 8 (one int8 pass: faster, less exact)",
@@ -134,7 +137,7 @@ def model_args(p: argparse.ArgumentParser) -> None:
 def device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--device",
-        default="cpu",
+        default=_LOAD.device,
         choices=("cpu", "cuda", "auto"),
         help="cpu, cuda (the Triton kernels, needs torch + triton and a GPU) or auto (cuda "
         "when torch sees a GPU)",

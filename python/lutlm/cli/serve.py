@@ -23,6 +23,10 @@ from lutlm.cli.load import device_of, load_llm
 
 
 def add_commands(command: AddCommand) -> None:
+    from lutlm.server.state import ServerConfig
+
+    # The defaults are the config objects' own: one default per option (lutlm/config.py).
+    defaults = ServerConfig()
     serve = command(
         "serve",
         "serve a model over the OpenAI API",
@@ -46,13 +50,22 @@ def add_commands(command: AddCommand) -> None:
         "--max-model-len", type=positive, help="context per request (default: the model's)"
     )
     serve.add_argument(
-        "--kv-cache-memory", type=positive_float, default=1.0, help="GB for the KV cache"
+        "--kv-cache-memory",
+        type=positive_float,
+        default=defaults.engine.kv_cache_memory_gb,
+        help="GB for the KV cache",
     )
     serve.add_argument(
-        "--max-num-seqs", type=positive, default=16, help="sequences batched at once"
+        "--max-num-seqs",
+        type=positive,
+        default=defaults.engine.max_num_seqs,
+        help="sequences batched at once",
     )
     serve.add_argument(
-        "--max-waiting-requests", type=positive, default=256, help="requests in flight before 503"
+        "--max-waiting-requests",
+        type=positive,
+        default=defaults.max_waiting_requests,
+        help="requests in flight before 503",
     )
     serve.add_argument(
         "--allowed-origins", nargs="*", help="enable CORS for these origins (default: off)"
@@ -64,12 +77,15 @@ def add_commands(command: AddCommand) -> None:
         "sandbox: no network, no files but their own, capped memory and time)",
     )
     serve.add_argument(
-        "--max-n", type=positive, default=16, help="the largest n / best_of a request may ask"
+        "--max-n",
+        type=positive,
+        default=defaults.max_n,
+        help="the largest n / best_of a request may ask",
     )
     serve.add_argument(
         "--max-request-bytes",
         type=positive,
-        default=16 << 20,
+        default=defaults.max_request_bytes,
         help="larger request bodies are refused with 413",
     )
     serve.add_argument(
@@ -92,7 +108,7 @@ def add_commands(command: AddCommand) -> None:
     serve.add_argument(
         "--prompt-lookup",
         type=non_negative,
-        default=0,
+        default=defaults.prompt_lookup,
         help="for requests that don't send prompt_lookup: " + PROMPT_LOOKUP_HELP,
     )
     weight_args(serve)
