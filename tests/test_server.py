@@ -403,3 +403,21 @@ def test_unsupported_fields_are_refused_and_unknown_ones_logged(server, caplog):
     assert status == 200
     logged = [r.getMessage() for r in caplog.records if "unknown request fields" in r.getMessage()]
     assert logged and "max_token" in logged[-1] and "store" not in logged[-1]
+
+
+def test_tokenizer_info_serves_what_a_remote_tokenizer_reads(server):
+    """GET /tokenizer_info: the EOS text (which /tokenize turns back into the EOS id, as
+    lm-evaluation-harness's remote tokenizer does), BOS, and the file's own chat template."""
+    import gguf
+
+    assert server.request("GET", "/tokenizer_info")[0] == 401
+    status, info = server.request("GET", "/tokenizer_info", headers=AUTH)
+    assert status == 200 and info["model_max_length"] == 512
+    reader = gguf.GGUFReader(str(smollm2_path()))
+    field = reader.fields["tokenizer.chat_template"]
+    assert info["chat_template"] == bytes(field.parts[field.data[0]]).decode()
+    eos_id = int(reader.fields["tokenizer.ggml.eos_token_id"].parts[-1][0])
+    body = {"prompt": info["eos_token"], "add_special_tokens": False}
+    status, out = server.request("POST", "/tokenize", body, AUTH)
+    assert status == 200 and out["tokens"] == [eos_id]
+    assert isinstance(info["bos_token"], str) and info["vocab_size"] == 49152

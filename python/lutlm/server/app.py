@@ -149,6 +149,29 @@ def _add_small_routes(app: FastAPI, state: ServerState) -> None:
         }
         return {"object": "list", "data": [model]}
 
+    @app.get("/tokenizer_info")
+    async def tokenizer_info() -> dict:
+        """The tokenizer's special tokens and chat template, in the shape clients that
+        tokenize through the server read (lm-evaluation-harness's remote tokenizer: it
+        then encodes the EOS text with /tokenize and renders the template itself)."""
+        state.ready()
+        tok = state.tokenizer
+        named = tok.template_tokens
+
+        def text(token_id: int | None) -> str | None:
+            return None if token_id is None else tok.backend.id_to_token(token_id)
+
+        eos_ids = sorted(tok.eos_token_ids)
+        return {
+            "tokenizer_class": "lutlm",
+            "eos_token": named.get("eos_token") or (text(eos_ids[0]) if eos_ids else None),
+            "bos_token": named.get("bos_token") or text(tok.bos_token_id),
+            "pad_token": named.get("pad_token"),
+            "chat_template": tok.chat_template,
+            "model_max_length": state.max_model_len,
+            "vocab_size": tok.vocab_size,
+        }
+
     @app.post("/tokenize")
     async def tokenize(body: TokenizeRequest) -> dict:
         state.ready()
