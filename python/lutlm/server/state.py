@@ -54,6 +54,15 @@ class ServerConfig:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
+def default_served_name(model: str | Path | None, model_path: str | Path) -> str:
+    """The model id a server answers to without --served-model-name: a repository id as
+    given (owner/repo:QUANT; its cached file's name says less, and an HF checkpoint's
+    snapshot directory is a commit hash), else the file's name without .gguf."""
+    if model is not None and Path(model_path) != Path(model):
+        return str(model)
+    return Path(model_path).name.removesuffix(".gguf")
+
+
 class ServerState:
     """The model being served (once loaded), its engine thread and metrics."""
 
@@ -83,7 +92,7 @@ class ServerState:
     def attach(self, llm, load_seconds: float | None = None) -> None:
         """Serve `llm`: start its engine thread; /health turns 200."""
         if self.config.served_model_name is None:
-            self.model_name = Path(llm.model_path).name.removesuffix(".gguf")
+            self.model_name = default_served_name(self.config.load.model, llm.model_path)
         self.metrics = Metrics(self.model_name)
         engine = AsyncEngine(llm.engine, on_step=self.metrics.update)
         engine.start()
