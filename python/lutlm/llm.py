@@ -27,8 +27,9 @@ class LLM:
     """A model, its tokenizer and an engine.
 
     Args:
-        model: a .gguf file, an HF directory or a `lutlm quantize` directory; None for
-            the default model.
+        model: a .gguf file, an HF directory, a `lutlm quantize` directory, or a Hugging
+            Face repository as OWNER/REPO[:QUANT] (formats/hub.py); None for the default
+            model.
         load: how to load it (LoadConfig); its fields may also be given as keywords.
         engine: how to run it (EngineConfig); likewise.
         **options: fields of LoadConfig or EngineConfig, e.g. `act_bits=8`,
