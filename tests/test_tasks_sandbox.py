@@ -59,7 +59,8 @@ def test_tools_see_only_the_toolchain_and_their_work_directory(tmp_path, secret_
         """,
     )
     (tmp_path / "mine.txt").write_text("own file\n")
-    paths = [str(secret_file), "/etc/os-release", "/etc/passwd", "/root/.bashrc", "mine.txt"]
+    home_file = str(Path.home() / ".bashrc")  # the server user's home, whoever that is
+    paths = [str(secret_file), "/etc/os-release", "/etc/passwd", home_file, "mine.txt"]
     res = run_tool([str(prog), *paths], cwd=tmp_path, timeout=10, untrusted=True)
     assert res.ok, res.stderr
     assert SECRET not in res.stdout
