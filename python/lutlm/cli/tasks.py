@@ -282,10 +282,7 @@ def _cmd_decompile(args: argparse.Namespace) -> int:
         try:  # objdump must run and list the function: checked now, not after the load
             function_assembly(path, args.function, syntax=preset.input_syntax or "att")
         except ValueError as e:
-            message = one_line(e)
-            if args.binary not in message:  # objdump may name only its sandbox's copy
-                message = f"{args.binary}: {message}"
-            raise UsageError(message) from None
+            raise UsageError(one_line(e)) from None
         source = {"binary": args.binary, "function": args.function}
     _tests(args.tests)
     params = _task_params(args, preset)

@@ -118,7 +118,9 @@ def _objdump(binary: str | Path, syntax: str, timeout: float) -> str:
         shutil.copyfile(path, d / "binary")
         res = run_tool(argv, cwd=d, timeout=timeout, max_output=64 * 1024 * 1024)
     if not res.ok:
-        raise ValueError(trim_message(res.stderr) or f"objdump {res.describe()}")
+        # objdump names the sandbox's copy; the user knows the file by its own name.
+        message = re.sub(r"(?<![\w/.])'?binary'?(?=:)", str(binary), trim_message(res.stderr))
+        raise ValueError(message or f"objdump {res.describe()}")
     return res.stdout
 
 
