@@ -3,8 +3,6 @@ answers, logprobs, streamed or not."""
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Sequence
 
 from fastapi import APIRouter, Request
@@ -42,16 +40,10 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
     params = gen.sampling_params(state, body, max_tokens, logprobs, None, body.n)
     gen.check_request(state, [prompt], params, {**_RENAME, "max_tokens": what})
-    cid = f"chatcmpl-{uuid.uuid4().hex}"
-    head = {
-        "id": cid,
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": state.model_name,
-    }
+    head = gen.response_head(state, "chatcmpl", "chat.completion")
     if body.stream:
         return event_stream(_stream(state, body, prompt, text, params, head, request))
-    (final,) = await gen.finals(state, [prompt], params, cid, request, [text])
+    (final,) = await gen.finals(state, [prompt], params, head["id"], request, [text])
     choices = [
         {
             "index": o.index,

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
-import uuid
 from collections.abc import Sequence
 
 from fastapi import APIRouter, Request
@@ -55,16 +53,10 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
         t if t is not None else await _decode(state, ids)
         for t, ids in zip(texts, prompts, strict=True)
     ]
-    cid = f"cmpl-{uuid.uuid4().hex}"
-    head = {
-        "id": cid,
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": state.model_name,
-    }
+    head = gen.response_head(state, "cmpl", "text_completion")
     if body.stream:
         return event_stream(_stream(state, body, prompts, texts, params, head, request))
-    finals = await gen.finals(state, prompts, params, cid, request, texts)
+    finals = await gen.finals(state, prompts, params, head["id"], request, texts)
     choices = []
     for i, final in enumerate(finals):
         outs = final.outputs
