@@ -403,6 +403,15 @@ def test_unsupported_fields_are_refused_and_unknown_ones_logged(server, caplog):
     assert status == 200
     logged = [r.getMessage() for r in caplog.records if "unknown request fields" in r.getMessage()]
     assert logged and "max_token" in logged[-1] and "store" not in logged[-1]
+    # The client picks the names: many long ones (and a newline) log one bounded line.
+    hostile = {f"x{i}{'y' * 5000}\n": 1 for i in range(200)}
+    with caplog.at_level("WARNING", logger="lutlm.server"):
+        status, _ = server.request(
+            "POST", "/v1/completions", {"prompt": "hi", "max_tokens": 1, **hostile}, AUTH
+        )
+    assert status == 200
+    line = [r.getMessage() for r in caplog.records if "unknown request fields" in r.getMessage()]
+    assert "and 190 more" in line[-1] and len(line[-1]) < 1200 and "\n" not in line[-1]
 
 
 def test_tokenizer_info_serves_what_a_remote_tokenizer_reads(server):

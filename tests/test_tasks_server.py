@@ -130,6 +130,9 @@ def test_task_errors_have_the_openai_shape(server):
     assert e["param"] == "test"  # a misspelt field is refused, not ignored
     _, e = error({"asm": asm, "target": "armv5", "n": "2"})
     assert e["param"] == "n"
+    for n in (17, 10**25):  # above the server's --max-n (16)
+        _, e = error({"asm": asm, "target": "armv5", "n": n}, "/v1/tasks/transpile")
+        assert e["param"] == "n" and "between 1 and 16" in e["message"]
     _, e = error({"asm": asm, "target": "aarch64", "preset": "gg", **SHORT})
     assert "chat template" in e["message"]  # this model has none
     _, e = error({"asm": "f:", "binary": "AAAA", "function": "f"}, "/v1/tasks/decompile")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Sequence
 
 from fastapi import Request
@@ -34,14 +35,19 @@ def api_error(e: InvalidRequest, rename: dict[str, str] | None = None) -> APIErr
 
 # Fields OpenAI clients send that have no effect here by design (no stored
 # conversations, no tiers, no per-user tracking); they are not logged as unknown.
-NO_EFFECT_FIELDS = frozenset({"user", "store", "metadata", "service_tier", "parallel_tool_calls"})
+# (`user` is a declared field with no effect.)
+NO_EFFECT_FIELDS = frozenset({"store", "metadata", "service_tier", "parallel_tool_calls"})
+# A client chooses the field names: the log line quotes a bounded number of bounded names.
+_LOGGED_FIELDS, _LOGGED_NAME_CHARS = 10, 64
 
 
 def log_unknown_fields(body) -> None:
     """Log the request fields lutlm does not know, by name (they have no effect)."""
     extra = sorted(set(body.model_extra or ()) - NO_EFFECT_FIELDS)
     if extra:
-        log.warning("ignoring unknown request fields: %s", ", ".join(extra))
+        names = [repr(k[:_LOGGED_NAME_CHARS]) for k in extra[:_LOGGED_FIELDS]]
+        more = f" and {len(extra) - _LOGGED_FIELDS} more" if len(extra) > _LOGGED_FIELDS else ""
+        log.warning("ignoring unknown request fields: %s%s", ", ".join(names), more)
 
 
 def check_unsupported(body) -> None:
@@ -266,6 +272,16 @@ async def finals(
         if isinstance(ev, RequestOutput):
             done[i] = ev
     return [done[i] for i in range(len(prompts))]
+
+
+def response_head(state: ServerState, prefix: str, kind: str) -> dict:
+    """The fields every response and chunk of one request starts with (a fresh id)."""
+    return {
+        "id": f"{prefix}-{uuid.uuid4().hex}",
+        "object": kind,
+        "created": int(time.time()),
+        "model": state.model_name,
+    }
 
 
 def usage(prompt_tokens: int, completion_tokens: int, cached: int) -> dict:

@@ -50,7 +50,7 @@ class _TaskRequest(BaseModel):
 
     model: str | None = None
     preset: str | None = None
-    n: int = Field(1, ge=1, le=64)
+    n: int = Field(1, ge=1)  # at most the server's --max-n (checked in _run_task)
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = None
     top_p: float | None = None
@@ -153,6 +153,7 @@ async def _run_task(request: Request, body: _TaskRequest, fn: Any, *args: Any, *
     state = request.app.state.lutlm
     state.ready()
     state.check_model(body.model)
+    gen.check_n(state, body.n)
     generator = _EngineGenerator(state, asyncio.get_running_loop(), request)
     try:
         result = await asyncio.to_thread(fn, generator, *args, **kw)
